@@ -1,0 +1,35 @@
+"""ProxyAPI: a WSGI gateway that speaks the OpenAI API and routes to many providers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from proxyapi import auth, cli, errors, logs, routing, upstream
+from proxyapi.config import Config, load_config, parse_config
+from proxyapi.routes import register
+
+__all__ = ["create_app"]
+
+
+def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
+    """Build the gateway: load and validate config, then set up each piece.
+
+    ``config`` may be a :class:`Config`, a mapping shaped like the YAML file, or None to load
+    from ``PROXYAPI_CONFIG`` / ``./proxyapi.yaml`` / the environment.
+    """
+    cfg = load_config() if config is None else parse_config(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = cfg.server.max_body_bytes
+    app.extensions["proxyapi.config"] = cfg
+    app.extensions["proxyapi.secrets"] = tuple(cfg.secrets())
+    logs.init_app(app, cfg.secrets())
+    errors.init_app(app)
+    auth.init_app(app, cfg.auth)
+    routing.init_app(app, cfg)
+    upstream.init_app(app, cfg)
+    register(app)
+    cli.init_app(app)
+    return app

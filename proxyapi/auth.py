@@ -1,0 +1,105 @@
+"""Client keys: hashing, constant-time lookup, and the check that guards every /v1 route.
+
+Keys are only ever held as SHA-256 hex digests. A presented key is hashed and compared with
+every configured digest using :func:`hmac.compare_digest`, without stopping at the first match,
+so the time taken does not depend on which key (if any) matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import TYPE_CHECKING
+
+from flask import Flask, current_app, g, request
+
+from proxyapi.errors import AuthenticationFailed
+
+if TYPE_CHECKING:
+    from proxyapi.config import AuthConfig, KeyConfig
+
+EXTENSION = "proxyapi.auth"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+NO_KEYS_MESSAGE = (
+    "No API keys are configured, so every request is refused. Set PROXYAPI_KEYS=key1,key2 "
+    "in the environment, or add auth.keys to the config file (see docs/configuration.md)."
+)
+
+
+def hash_key(key: str) -> str:
+    """Return the SHA-256 hex digest under which a client key is stored."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def is_sha256_hex(value: str) -> bool:
+    """Tell whether ``value`` looks like a lowercase SHA-256 hex digest."""
+    return bool(_HEX64.match(value))
+
+
+class KeyRing:
+    """The configured client keys, looked up in constant time."""
+
+    def __init__(self, auth: AuthConfig) -> None:
+        self.header = auth.header
+        self._keys: tuple[tuple[bytes, KeyConfig], ...] = tuple(
+            (bytes.fromhex(k.sha256), k) for k in auth.keys
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def lookup(self, presented: str) -> KeyConfig | None:
+        """Return the key config matching ``presented``, or None."""
+        digest = hashlib.sha256(presented.encode("utf-8")).digest()
+        found: KeyConfig | None = None
+        for stored, key in self._keys:
+            # No early exit: every digest is compared whatever matched before.
+            if hmac.compare_digest(stored, digest):
+                found = key
+        return found
+
+
+def presented_key(header: str) -> str | None:
+    """Return the client key from ``Authorization: Bearer`` or the configured key header."""
+    value = request.headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    token = request.headers.get(header, "").strip()
+    return token or None
+
+
+def authenticate() -> None:
+    """Check the request's key and remember its name in ``g.key_name``; raise 401 otherwise."""
+    if request.routing_exception is not None:
+        return  # let the 404/405 through: it tells a curl user their path or verb is wrong
+    if request.endpoint in current_app.extensions.get("proxyapi.public_endpoints", ()):
+        return
+    ring: KeyRing = current_app.extensions[EXTENSION]
+    if not ring:
+        raise AuthenticationFailed(NO_KEYS_MESSAGE, error_code="no_keys_configured")
+    token = presented_key(ring.header)
+    if token is None:
+        raise AuthenticationFailed(
+            f"Missing API key. Send it as 'Authorization: Bearer <key>' or '{ring.header}: <key>'.",
+            error_code="missing_api_key",
+        )
+    key = ring.lookup(token)
+    if key is None:
+        raise AuthenticationFailed("Invalid API key.")
+    g.key = key
+    g.key_name = key.name
+
+
+def init_app(app: Flask, auth: AuthConfig) -> None:
+    """Hold the key ring in ``app.extensions`` and check every non-public request."""
+    app.extensions[EXTENSION] = KeyRing(auth)
+    app.extensions.setdefault("proxyapi.public_endpoints", set())
+    app.before_request(authenticate)
+
+
+def public(app: Flask, *endpoints: str) -> None:
+    """Mark endpoints that need no key (health checks)."""
+    app.extensions.setdefault("proxyapi.public_endpoints", set()).update(endpoints)

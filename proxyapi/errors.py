@@ -1,0 +1,185 @@
+"""Client-visible errors, and the one handler that renders every error as OpenAI-shaped JSON.
+
+    werkzeug.exceptions.HTTPException
+     └── ProxyAPIError                 OpenAI ``type``/``param``/``code`` on top of ``code``
+          ├── InvalidRequest           400 invalid_request_error
+          ├── AuthenticationFailed     401 authentication_error
+          ├── PermissionDenied         403 permission_error
+          ├── ModelNotFound            404 not_found_error, code model_not_found
+          ├── UpstreamRejected         the provider's own 4xx, relayed with its status
+          ├── UpstreamError            502 upstream_error (unreachable, 5xx, refused our key)
+          │    └── UpstreamMalformed   502 the provider answered something that is not an answer
+          └── UpstreamTimeout          504 timeout
+
+Werkzeug's own exceptions (an unknown route, 405, 413, and the 500 that Flask raises for an
+unhandled exception) go through the same handler, typed by their status. The body never holds a
+traceback or an upstream secret.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, Response, current_app, g
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
+
+# OpenAI's error ``type`` for each status the gateway can send.
+TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
+
+
+class ProxyAPIError(HTTPException):
+    """Base of every error the gateway raises on purpose."""
+
+    code = 500
+    type = "server_error"
+    error_code: str | None = None
+    description = "The gateway could not complete the request."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        error_code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or self.description)
+        self.param = param
+        if error_code is not None:
+            self.error_code = error_code
+        self.extra_headers = headers or {}
+
+    def payload(self) -> dict[str, Any]:
+        """Return the OpenAI error object for this error."""
+        return error_body(str(self.description), self.type, self.param, self.error_code)
+
+
+class InvalidRequest(ProxyAPIError):
+    code = 400
+    type = "invalid_request_error"
+    description = "The request is invalid."
+
+
+class AuthenticationFailed(ProxyAPIError):
+    code = 401
+    type = "authentication_error"
+    error_code = "invalid_api_key"
+    description = "Invalid API key."
+
+
+class PermissionDenied(ProxyAPIError):
+    code = 403
+    type = "permission_error"
+    description = "This key may not use this resource."
+
+
+class ModelNotFound(ProxyAPIError):
+    code = 404
+    type = "not_found_error"
+    error_code = "model_not_found"
+    description = "The model does not exist or is not served by this gateway."
+
+
+class UpstreamError(ProxyAPIError):
+    code = 502
+    type = "upstream_error"
+    error_code = "upstream_error"
+    description = "The upstream provider failed."
+
+
+class UpstreamMalformed(UpstreamError):
+    error_code = "upstream_malformed_response"
+    description = "The upstream provider sent a malformed response."
+
+
+class UpstreamTimeout(ProxyAPIError):
+    code = 504
+    type = "timeout"
+    error_code = "upstream_timeout"
+    description = "The upstream provider did not answer in time."
+
+
+class UpstreamRejected(ProxyAPIError):
+    """A 4xx the provider sent because of the client's request, relayed with its status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        error_code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, param=param, error_code=error_code, headers=headers)
+        self.code = status
+        self.type = type or TYPE_BY_STATUS.get(status, "invalid_request_error")
+
+
+def error_body(
+    message: str, type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """Build the OpenAI-shaped error object."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of a secret in ``text``."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def render_error(exc: HTTPException) -> Response:
+    """Render any HTTPException as an OpenAI-shaped JSON response."""
+    status = exc.code or 500
+    if isinstance(exc, ProxyAPIError):
+        body = exc.payload()
+        headers = dict(exc.extra_headers)
+    else:
+        message = str(exc.description or "")
+        code = None
+        if isinstance(exc, InternalServerError):
+            message = "The gateway hit an internal error."
+            code = "internal_error"
+        elif isinstance(exc, RequestEntityTooLarge):
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            message = f"The request body is larger than the gateway's limit of {limit} bytes."
+            code = "request_too_large"
+        body = error_body(message, TYPE_BY_STATUS.get(status, "server_error"), None, code)
+        # Keep what Werkzeug put there on purpose (Allow on 405, Retry-After on 429), not HTML.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    request_id = g.get("request_id") if g else None
+    if status >= 500 and request_id:
+        body["error"]["message"] += f" (request id {request_id})"
+    secrets = current_app.extensions.get("proxyapi.secrets", ())
+    body["error"]["message"] = redact(body["error"]["message"], secrets)
+    return Response(
+        json.dumps(body, ensure_ascii=False), status=status, headers=headers,
+        mimetype="application/json",
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Render every HTTPException (Flask's 500 for unhandled errors included) as JSON."""
+    app.register_error_handler(HTTPException, render_error)

@@ -1,0 +1,18 @@
+"""Provider dialects, one module each, chosen by a provider's ``type``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from proxyapi.providers.base import Adapter
+from proxyapi.providers.openai import OpenAIAdapter
+
+if TYPE_CHECKING:
+    from proxyapi.config import ProviderConfig
+
+ADAPTERS: dict[str, type[Adapter]] = {"openai": OpenAIAdapter}
+
+
+def adapter_for(provider: ProviderConfig) -> Adapter:
+    """Return the adapter for a provider's ``type``."""
+    return ADAPTERS[provider.type](provider)

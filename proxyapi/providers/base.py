@@ -1,0 +1,111 @@
+"""The interface every provider dialect implements: build upstream calls, parse answers.
+
+Adapters are pure: they take and return plain data and never touch a socket or Flask, so they
+are tested without an app. :mod:`proxyapi.upstream` does the I/O around them.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxyapi.config import ProviderConfig
+
+USER_AGENT = "ProxyAPI/0.1"
+
+
+class Operation(enum.Enum):
+    """An OpenAI endpoint the gateway serves; the value is its path under ``/v1/``."""
+
+    CHAT = "chat/completions"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """One HTTP call to a provider, fully built."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class UpstreamReply:
+    """A complete (non-streamed) provider answer."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What a provider's error body says, in OpenAI terms."""
+
+    message: str
+    type: str | None = None
+    param: str | None = None
+    code: str | None = None
+
+
+class StreamTranslator(ABC):
+    """Turns a provider's streamed bytes into OpenAI SSE bytes, chunk by chunk."""
+
+    @abstractmethod
+    def feed(self, chunk: bytes) -> Iterable[bytes]:
+        """Take raw upstream bytes; return OpenAI SSE bytes ready to send (maybe none)."""
+
+    def close(self) -> Iterable[bytes]:
+        """Return what is left to send when the upstream stream ends."""
+        return ()
+
+
+class Adapter(ABC):
+    """Builds calls to one provider and parses its answers into the OpenAI shape."""
+
+    def __init__(self, provider: ProviderConfig) -> None:
+        self.provider = provider
+
+    @abstractmethod
+    def build(
+        self, op: Operation, body: Mapping[str, Any], model: str, stream: bool
+    ) -> UpstreamRequest:
+        """Build the upstream call for an OpenAI request ``body`` aimed at ``model``."""
+
+    @abstractmethod
+    def parse(self, op: Operation, reply: UpstreamReply) -> bytes:
+        """Return the OpenAI JSON body for a 2xx reply; raise UpstreamMalformed if it is none."""
+
+    @abstractmethod
+    def parse_error(self, reply: UpstreamReply) -> ErrorInfo:
+        """Read a non-2xx reply's body into an :class:`ErrorInfo`."""
+
+    def stream_translator(self, op: Operation) -> StreamTranslator | None:
+        """Return a translator for streamed answers, or None when they are OpenAI SSE already."""
+        return None
+
+    def build_list_models(self) -> UpstreamRequest | None:
+        """Build the call that lists the provider's models, or None if it has no such call."""
+        return None
+
+    def parse_list_models(self, reply: UpstreamReply) -> list[str]:
+        """Return the model ids in a 2xx answer to :meth:`build_list_models`."""
+        return []
+
+
+def load_json_object(body: bytes) -> dict[str, Any] | None:
+    """Parse ``body`` as a JSON object; None when it is not one."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

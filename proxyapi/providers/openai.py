@@ -1,0 +1,105 @@
+"""The OpenAI dialect: OpenAI itself and every OpenAI-compatible host (vLLM, Ollama, Groq, ...).
+
+Requests and answers pass through unchanged apart from the model name and the credentials;
+answers are checked for the shape their endpoint promises, so a 200 that is not a completion is
+caught as a provider failure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from proxyapi.errors import UpstreamMalformed
+from proxyapi.providers.base import (
+    USER_AGENT,
+    Adapter,
+    ErrorInfo,
+    Operation,
+    UpstreamReply,
+    UpstreamRequest,
+    load_json_object,
+)
+
+# The list in the answer each endpoint must carry; a 200 without it is not an answer.
+_RESULT_FIELD = {
+    Operation.CHAT: "choices",
+    Operation.COMPLETIONS: "choices",
+    Operation.EMBEDDINGS: "data",
+}
+# How much of a non-JSON error body is quoted back to the client.
+_ERROR_SNIPPET = 300
+
+
+class OpenAIAdapter(Adapter):
+    """Adapter for ``type: openai`` providers."""
+
+    def _headers(self, stream: bool) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        if self.provider.api_key:
+            headers["Authorization"] = f"Bearer {self.provider.api_key}"
+        return headers
+
+    def build(
+        self, op: Operation, body: Mapping[str, Any], model: str, stream: bool
+    ) -> UpstreamRequest:
+        if body.get("model") != model:
+            body = {**body, "model": model}
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return UpstreamRequest(
+            method="POST",
+            url=f"{self.provider.base_url}/{op.value}",
+            headers=self._headers(stream),
+            body=payload,
+            stream=stream,
+        )
+
+    def parse(self, op: Operation, reply: UpstreamReply) -> bytes:
+        data = load_json_object(reply.body)
+        if data is None:
+            raise UpstreamMalformed(
+                f"Provider '{self.provider.name}' answered {reply.status} with a body that is "
+                "not a JSON object."
+            )
+        if not isinstance(data.get(_RESULT_FIELD[op]), list):
+            raise UpstreamMalformed(
+                f"Provider '{self.provider.name}' answered {reply.status} without "
+                f"'{_RESULT_FIELD[op]}'."
+            )
+        return reply.body
+
+    def parse_error(self, reply: UpstreamReply) -> ErrorInfo:
+        data = load_json_object(reply.body)
+        err = data.get("error") if data else None
+        if isinstance(err, dict):
+            return ErrorInfo(
+                message=str(err.get("message") or f"HTTP {reply.status}"),
+                type=err.get("type") if isinstance(err.get("type"), str) else None,
+                param=err.get("param") if isinstance(err.get("param"), str) else None,
+                code=str(err["code"]) if err.get("code") is not None else None,
+            )
+        if isinstance(err, str):  # some compatible hosts send {"error": "text"}
+            return ErrorInfo(message=err)
+        if data and isinstance(data.get("detail"), str):  # FastAPI-based hosts (vLLM)
+            return ErrorInfo(message=data["detail"])
+        text = reply.body[:_ERROR_SNIPPET].decode("utf-8", "replace").strip()
+        return ErrorInfo(message=text or f"HTTP {reply.status}")
+
+    def build_list_models(self) -> UpstreamRequest:
+        return UpstreamRequest(
+            method="GET", url=f"{self.provider.base_url}/models", headers=self._headers(False)
+        )
+
+    def parse_list_models(self, reply: UpstreamReply) -> list[str]:
+        data = load_json_object(reply.body)
+        items = data.get("data") if data else None
+        if not isinstance(items, list):
+            raise UpstreamMalformed(
+                f"Provider '{self.provider.name}' sent a model list without 'data'."
+            )
+        return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)]

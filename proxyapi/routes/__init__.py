@@ -1,0 +1,16 @@
+"""HTTP routes, one blueprint per module."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from proxyapi import auth
+from proxyapi.routes import completions, health, models
+
+
+def register(app: Flask) -> None:
+    """Register every blueprint and mark the endpoints that need no key."""
+    app.register_blueprint(completions.bp)
+    app.register_blueprint(models.bp)
+    app.register_blueprint(health.bp)
+    auth.public(app, *health.PUBLIC_ENDPOINTS)

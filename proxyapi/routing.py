@@ -1,0 +1,92 @@
+"""Model routing: which providers may serve a requested model, in the order to try them.
+
+A provider serves a model when its ``models`` list names it exactly or by a glob
+(``gpt-4o*``, ``*``). ``<provider>/<model>`` forces one provider and strips the prefix.
+Exact listings win over a prefix (OpenRouter's own ids look like ``openai/gpt-4o``), and a
+prefix wins over globs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
+
+from flask import Flask
+
+from proxyapi.errors import ModelNotFound
+
+if TYPE_CHECKING:
+    from proxyapi.config import Config, ProviderConfig
+
+EXTENSION = "proxyapi.router"
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One provider to try, with the model name to send it."""
+
+    provider: ProviderConfig
+    model: str
+
+
+def is_glob(pattern: str) -> bool:
+    """Tell whether a ``models`` entry is a glob rather than a model name."""
+    return not _GLOB_CHARS.isdisjoint(pattern)
+
+
+class Router:
+    """Resolves model names to candidate providers, lowest ``priority`` first."""
+
+    def __init__(self, providers: tuple[ProviderConfig, ...]) -> None:
+        # sorted() is stable, so equal priorities keep their order in the config file.
+        self.providers = tuple(sorted(providers, key=lambda p: p.priority))
+        self._by_name = {p.name: p for p in self.providers}
+        self._exact = {p.name: frozenset(m for m in p.models if not is_glob(m)) for p in providers}
+        self._globs = {p.name: tuple(m for m in p.models if is_glob(m)) for p in providers}
+
+    def serves(self, provider: ProviderConfig, model: str) -> bool:
+        """Tell whether ``provider`` lists ``model`` exactly or by a glob."""
+        if model in self._exact[provider.name]:
+            return True
+        return any(fnmatchcase(model, g) for g in self._globs[provider.name])
+
+    def resolve(self, model: str) -> list[Target]:
+        """Return the providers to try for ``model``; raise ModelNotFound if none serves it."""
+        if any(model in self._exact[p.name] for p in self.providers):
+            return [Target(p, model) for p in self.providers if self.serves(p, model)]
+        prefix, sep, rest = model.partition("/")
+        forced = self._by_name.get(prefix) if sep else None
+        if forced is not None and rest and self.serves(forced, rest):
+            return [Target(forced, rest)]
+        targets = [Target(p, model) for p in self.providers if self.serves(p, model)]
+        if not targets:
+            raise ModelNotFound(
+                f"The model '{model}' does not exist or is not served by this gateway; "
+                "GET /v1/models lists the models you can use.",
+                param="model",
+            )
+        return targets
+
+    def listed_models(self) -> list[tuple[str, ProviderConfig]]:
+        """Return every model named exactly in the config, with its first provider."""
+        seen: dict[str, ProviderConfig] = {}
+        for p in self.providers:
+            for m in p.models:
+                if not is_glob(m):
+                    seen.setdefault(m, p)
+        return list(seen.items())
+
+    def globbing_providers(self) -> list[ProviderConfig]:
+        """Return the providers whose model list includes globs (their ids come from upstream)."""
+        return [p for p in self.providers if self._globs[p.name]]
+
+    def glob_allows(self, provider: ProviderConfig, model: str) -> bool:
+        """Tell whether one of ``provider``'s globs admits ``model``."""
+        return any(fnmatchcase(model, g) for g in self._globs[provider.name])
+
+
+def init_app(app: Flask, config: Config) -> None:
+    """Build the router for ``config`` and keep it in ``app.extensions``."""
+    app.extensions[EXTENSION] = Router(config.providers)

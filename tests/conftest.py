@@ -1,0 +1,96 @@
+"""Shared fixtures: the fake upstream, secrets, and gateways under real gunicorn."""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxyapi.auth import hash_key
+from tests.fakes.gateway import GatewayProcess
+from tests.fakes.upstream import FakeUpstream
+
+UPSTREAM_KEY = "sk-upstream-" + pysecrets.token_hex(12)
+ALICE_KEY = "pk-alice-" + pysecrets.token_hex(12)
+BOB_KEY = "pk-bob-" + pysecrets.token_hex(12)
+ALL_SECRETS = (UPSTREAM_KEY, ALICE_KEY, BOB_KEY)
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeUpstream]:
+    server = FakeUpstream(api_key=UPSTREAM_KEY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake(fake_server: FakeUpstream) -> Iterator[FakeUpstream]:
+    """The session's fake upstream, with recorded traffic and faults cleared."""
+    fake_server.reset()
+    yield fake_server
+    fake_server.reset()
+
+
+def base_config(fake: FakeUpstream, **server: Any) -> dict[str, Any]:
+    """A config with two keys and one provider: the fake."""
+    return {
+        "server": {"heartbeat_interval": 1.0, **server},
+        "auth": {
+            "keys": [
+                {"name": "alice", "key_env": "ALICE_KEY"},
+                {"name": "bob", "sha256": hash_key(BOB_KEY)},
+            ]
+        },
+        "providers": [
+            {
+                "name": "fake",
+                "type": "openai",
+                "base_url": fake.base_url,
+                "api_key_env": "FAKE_UPSTREAM_KEY",
+                "models": ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"],
+                "timeout": {"connect": 2, "read": 3},
+            }
+        ],
+    }
+
+
+SECRET_ENV = {"ALICE_KEY": ALICE_KEY, "FAKE_UPSTREAM_KEY": UPSTREAM_KEY}
+
+
+@pytest.fixture(scope="session")
+def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateways under gunicorn; all are stopped (and their logs checked) at the end."""
+    started: list[GatewayProcess] = []
+
+    def start(config: dict[str, Any] | None, env: dict[str, str] | None = None,
+              **kwargs: Any) -> GatewayProcess:
+        tmp = tmp_path_factory.mktemp("gateway")
+        gw = GatewayProcess(tmp, config, env={**SECRET_ENV, **(env or {})},
+                            secrets=ALL_SECRETS, **kwargs)
+        started.append(gw)
+        return gw.start()
+
+    yield start
+    for gw in started:
+        gw.stop()
+    for gw in started:
+        gw.assert_no_secrets_logged()
+
+
+@pytest.fixture(scope="session")
+def gateway(fake_server: FakeUpstream, start_gateway: Callable[..., GatewayProcess]) -> GatewayProcess:
+    """One gateway (1 worker, 8 threads) in front of the fake, shared by the session."""
+    return start_gateway(base_config(fake_server))
+
+
+@pytest.fixture
+def tmp_config(tmp_path: Path) -> Callable[[str], Path]:
+    def write(text: str) -> Path:
+        path = tmp_path / "proxyapi.yaml"
+        path.write_text(text)
+        return path
+
+    return write

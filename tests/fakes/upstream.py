@@ -1,0 +1,384 @@
+"""A fake OpenAI-compatible provider on 127.0.0.1, with fault injection.
+
+It runs in the test process on its own threads, so a test scripts it directly::
+
+    fake.script(Fault(status=500), Fault(status=429, headers={"Retry-After": "1"}))
+
+Each queued :class:`Fault` applies to one upcoming request (in order); with none queued the
+fake answers normally. It records every request it sees and every stream it served, including
+when a client went away in the middle.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+REPLY_TEXT = "Hello from the fake upstream."
+EMBEDDING_DIMS = 8
+
+
+@dataclass
+class Fault:
+    """What to do instead of (or on top of) a normal answer, for one request."""
+
+    status: int | None = None  # answer this status with an OpenAI-shaped error body
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None  # answer 200 (or ``status``) with exactly these bytes
+    delay: float = 0.0  # wait before sending the status line
+    reset: bool = False  # reset the connection instead of answering
+    chunks: int | None = None  # number of content chunks in a stream
+    chunk_delay: float = 0.0  # pause between stream chunks
+    stall_after: int | None = None  # after this many stream events, go silent
+    stall_for: float = 30.0
+    reset_after: int | None = None  # after this many stream events, reset the connection
+    content_type: str | None = None
+
+
+@dataclass
+class Recorded:
+    """One request as the fake saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class StreamRecord:
+    """How one served stream ended."""
+
+    started: float
+    events_sent: int = 0
+    finished: float | None = None
+    disconnected: float | None = None  # when a write found the client gone
+
+
+class FakeUpstream:
+    """The server; start with :meth:`start`, stop with :meth:`stop`."""
+
+    def __init__(self, api_key: str | None = "sk-fake-upstream", models: list[str] | None = None):
+        self.api_key = api_key
+        self.models = models or ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "fake-model"]
+        self.requests: list[Recorded] = []
+        self.streams: list[StreamRecord] = []
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.default_chunks = 5
+        self.default_chunk_delay = 0.0
+        self.server = _Server(("127.0.0.1", 0), _Handler)
+        self.server.fake = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FakeUpstream:
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reset(self) -> None:
+        """Forget recorded traffic and queued faults."""
+        with self._lock:
+            self.requests.clear()
+            self.streams.clear()
+            self._faults.clear()
+        self.default_chunks = 5
+        self.default_chunk_delay = 0.0
+
+    def script(self, *faults: Fault) -> None:
+        """Queue faults for the next requests, one each, in order."""
+        with self._lock:
+            self._faults.extend(faults)
+
+    def next_fault(self) -> Fault | None:
+        with self._lock:
+            return self._faults.popleft() if self._faults else None
+
+    def record(self, rec: Recorded) -> None:
+        with self._lock:
+            self.requests.append(rec)
+
+    def calls(self, path_suffix: str = "") -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith(path_suffix)]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    fake: FakeUpstream
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet about clients that hung up; the tests look at the records instead."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without this, Nagle + delayed ACK add 40 ms.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # keep test output clean
+
+    # ---------------------------------------------------------------- plumbing
+
+    @property
+    def fake(self) -> FakeUpstream:
+        return self.server.fake
+
+    def _read_body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return raw
+
+    def _reset(self) -> None:
+        # SO_LINGER 0 makes close() send RST: the client sees "connection reset by peer".
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+        self.wfile = _Sink()  # the stdlib flushes wfile after the handler: send nothing
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str, etype: str, headers: dict[str, str] | None = None,
+               code: str | None = None) -> None:
+        self._send_json(
+            status,
+            {"error": {"message": message, "type": etype, "param": None, "code": code}},
+            headers,
+        )
+
+    # ---------------------------------------------------------------- routes
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        self.fake.record(Recorded("GET", self.path, dict(self.headers), None))
+        if not self._authorized():
+            return
+        fault = self.fake.next_fault()
+        if fault and self._apply_fault(fault):
+            return
+        if self.path.rstrip("/") == "/v1/models":
+            data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
+                    for m in self.fake.models]
+            self._send_json(200, {"object": "list", "data": data})
+        else:
+            self._error(404, f"Unknown path {self.path}", "invalid_request_error")
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        body = self._read_body()
+        self.fake.record(Recorded("POST", self.path, dict(self.headers), body))
+        if not self._authorized():
+            return
+        fault = self.fake.next_fault()
+        if fault and self._apply_fault(fault):
+            return
+        if not isinstance(body, dict):
+            self._error(400, "We could not parse the JSON body of your request.",
+                        "invalid_request_error")
+            return
+        if body.get("model") not in self.fake.models:
+            self._error(404, f"The model `{body.get('model')}` does not exist.",
+                        "invalid_request_error", code="model_not_found")
+            return
+        path = self.path.rstrip("/")
+        if path == "/v1/chat/completions":
+            self._completion(body, chat=True, fault=fault)
+        elif path == "/v1/completions":
+            self._completion(body, chat=False, fault=fault)
+        elif path == "/v1/embeddings":
+            self._embeddings(body)
+        else:
+            self._error(404, f"Unknown path {self.path}", "invalid_request_error")
+
+    def _authorized(self) -> bool:
+        if self.fake.api_key is None:
+            return True
+        if self.headers.get("Authorization") == f"Bearer {self.fake.api_key}":
+            return True
+        self._error(401, "Incorrect API key provided.", "invalid_request_error",
+                    code="invalid_api_key")
+        return False
+
+    def _apply_fault(self, fault: Fault) -> bool:
+        """Act out the parts of a fault that replace the answer; True if answered."""
+        if fault.delay:
+            self.fake.stopping.wait(fault.delay)
+        if fault.reset:
+            self._reset()
+            return True
+        if fault.body is not None:
+            self.send_response(fault.status or 200)
+            self.send_header("Content-Type", fault.content_type or "application/json")
+            self.send_header("Content-Length", str(len(fault.body)))
+            for k, v in fault.headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(fault.body)
+            return True
+        if fault.status is not None:
+            etype = {429: "rate_limit_error", 400: "invalid_request_error"}.get(
+                fault.status, "server_error"
+            )
+            self._error(fault.status, f"Injected HTTP {fault.status}", etype, fault.headers)
+            return True
+        return False
+
+    # ---------------------------------------------------------------- answers
+
+    def _usage(self, body: dict[str, Any], completion_tokens: int) -> dict[str, int]:
+        prompt_tokens = max(1, len(json.dumps(body.get("messages") or body.get("prompt"))) // 4)
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+
+    def _completion(self, body: dict[str, Any], chat: bool, fault: Fault | None) -> None:
+        model = body["model"]
+        created = int(time.time())
+        cid = ("chatcmpl-" if chat else "cmpl-") + format(abs(hash((created, id(self)))), "x")
+        if body.get("stream"):
+            self._stream(body, chat, fault, model, created, cid)
+            return
+        words = REPLY_TEXT.split(" ")
+        if chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": REPLY_TEXT, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        else:
+            choice = {"index": 0, "text": REPLY_TEXT, "logprobs": None, "finish_reason": "stop"}
+        self._send_json(200, {
+            "id": cid,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": self._usage(body, len(words)),
+            "system_fingerprint": "fp_fake",
+        })
+
+    def _stream(self, body: dict[str, Any], chat: bool, fault: Fault | None, model: str,
+                created: int, cid: str) -> None:
+        fault = fault or Fault()
+        n = fault.chunks if fault.chunks is not None else self.fake.default_chunks
+        delay = fault.chunk_delay or self.fake.default_chunk_delay
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(delta: dict[str, Any] | str, finish: str | None) -> dict[str, Any]:
+            if chat:
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            else:
+                choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish}
+            return {"id": cid, "object": obj, "created": created, "model": model,
+                    "system_fingerprint": "fp_fake", "choices": [choice]}
+
+        events: list[dict[str, Any] | str] = []
+        if chat:
+            events.append(chunk({"role": "assistant", "content": ""}, None))
+        for i in range(n):
+            piece = f"tok{i} "
+            events.append(chunk({"content": piece} if chat else piece, None))
+        events.append(chunk({} if chat else "", "stop"))
+        options = body.get("stream_options") or {}
+        if options.get("include_usage"):
+            usage_chunk = chunk({}, None)
+            usage_chunk["choices"] = []
+            usage_chunk["usage"] = self._usage(body, n)
+            events.append(usage_chunk)
+        events.append("[DONE]")
+
+        self.send_response(200)
+        self.send_header("Content-Type", fault.content_type or "text/event-stream; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        record = StreamRecord(started=time.monotonic())
+        with self.fake._lock:
+            self.fake.streams.append(record)
+        try:
+            for i, event in enumerate(events):
+                if fault.reset_after is not None and i == fault.reset_after:
+                    self._reset()
+                    return
+                if fault.stall_after is not None and i == fault.stall_after:
+                    self.fake.stopping.wait(fault.stall_for)
+                data = event if isinstance(event, str) else json.dumps(event)
+                self._write_chunk(f"data: {data}\n\n".encode())
+                record.events_sent += 1
+                if delay and i < len(events) - 1:
+                    self.fake.stopping.wait(delay)
+            self._write_chunk(b"")
+            record.finished = time.monotonic()
+        except OSError:
+            record.disconnected = time.monotonic()
+            self.close_connection = True
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _embeddings(self, body: dict[str, Any]) -> None:
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = []
+        for i, item in enumerate(inputs):
+            seed = sum(str(item).encode())
+            vector = [((seed * (k + 1)) % 97) / 97.0 for k in range(EMBEDDING_DIMS)]
+            data.append({"object": "embedding", "index": i, "embedding": vector})
+        tokens = sum(max(1, len(str(x)) // 4) for x in inputs)
+        self._send_json(200, {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        })
+
+
+class _Sink:
+    """A write-only file that drops everything (after a deliberate reset)."""
+
+    closed = False
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
