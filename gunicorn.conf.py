@@ -60,7 +60,7 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
-def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook signature
+def on_starting(server):
     """Validate the config once in the master, so a typo stops the start with a clear line."""
     from proxyapi.config import ConfigError, load_config
 

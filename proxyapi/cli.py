@@ -24,10 +24,7 @@ def hash_key_command(key: str | None) -> None:
     need not land in the shell history.
     """
     if key is None:
-        if sys.stdin.isatty():
-            key = click.prompt("Key", hide_input=True)
-        else:
-            key = sys.stdin.readline()
+        key = click.prompt("Key", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline()
     key = (key or "").strip()
     if not key:
         raise click.UsageError("the key is empty")

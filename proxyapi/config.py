@@ -159,11 +159,11 @@ def parse_config(
     env = os.environ if environ is None else environ
     if not isinstance(data, Mapping):
         raise ConfigError(f"the config must be a mapping at the top level, got {data!r}")
-    data = _interpolate(data, env, "")
-    _only(data, "", ("server", "auth", "providers"))
-    server = _parse_server(_mapping(data, "server"))
-    auth = _parse_auth(_mapping(data, "auth"), env)
-    providers = _parse_providers(data.get("providers", []), env)
+    resolved: dict[str, Any] = _interpolate(data, env, "")
+    _only(resolved, "", ("server", "auth", "providers"))
+    server = _parse_server(_mapping(resolved, "server"))
+    auth = _parse_auth(_mapping(resolved, "auth"), env)
+    providers = _parse_providers(resolved.get("providers", []), env)
     return Config(server=server, auth=auth, providers=providers, source=source)
 
 
@@ -173,7 +173,9 @@ def parse_config(
 def _parse_server(data: Mapping[str, Any]) -> ServerConfig:
     _only(data, "server", ("max_body_bytes", "heartbeat_interval"))
     return ServerConfig(
-        max_body_bytes=_get(data, "server", "max_body_bytes", _positive_int, DEFAULT_MAX_BODY_BYTES),
+        max_body_bytes=_get(
+            data, "server", "max_body_bytes", _positive_int, DEFAULT_MAX_BODY_BYTES
+        ),
         heartbeat_interval=_get(
             data, "server", "heartbeat_interval", _positive_number, DEFAULT_HEARTBEAT_INTERVAL
         ),
@@ -243,12 +245,16 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
     if api_key_env:
         api_key = env.get(api_key_env, "")
         if not api_key:
-            raise ConfigError(f"{where}.api_key_env names {api_key_env!r}, which is not set or empty")
+            raise ConfigError(
+                f"{where}.api_key_env names {api_key_env!r}, which is not set or empty"
+            )
     models = _get(raw, where, "models", _model_list, None)
     timeout_raw = _mapping(raw, "timeout", where)
     _only(timeout_raw, f"{where}.timeout", ("connect", "read"))
     timeout = TimeoutConfig(
-        connect=_get(timeout_raw, f"{where}.timeout", "connect", _positive_number, DEFAULT_CONNECT_TIMEOUT),
+        connect=_get(
+            timeout_raw, f"{where}.timeout", "connect", _positive_number, DEFAULT_CONNECT_TIMEOUT
+        ),
         read=_get(timeout_raw, f"{where}.timeout", "read", _positive_number, DEFAULT_READ_TIMEOUT),
     )
     return ProviderConfig(
@@ -286,7 +292,9 @@ def _interpolate(value: Any, env: Mapping[str, str], where: str) -> Any:
 
         return _INTERPOLATION_RE.sub(sub, value)
     if isinstance(value, Mapping):
-        return {k: _interpolate(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {
+            k: _interpolate(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
@@ -334,7 +342,9 @@ def _unique(values: list[str], what: str) -> None:
 
 def _name(v: Any) -> str:
     if not isinstance(v, str) or not _NAME_RE.match(v):
-        raise ValueError("must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        raise ValueError(
+            "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
     return v
 
 
@@ -393,5 +403,7 @@ def _model_list(v: Any) -> list[str]:
     if isinstance(v, str):
         v = [v]
     if not isinstance(v, list) or not v or not all(isinstance(m, str) and m.strip() for m in v):
-        raise ValueError("must be a non-empty list of model names (globs such as 'gpt-4o*' allowed)")
+        raise ValueError(
+            "must be a non-empty list of model names (globs such as 'gpt-4o*' allowed)"
+        )
     return [m.strip() for m in v]

@@ -175,7 +175,9 @@ def render_error(exc: HTTPException) -> Response:
     secrets = current_app.extensions.get("proxyapi.secrets", ())
     body["error"]["message"] = redact(body["error"]["message"], secrets)
     return Response(
-        json.dumps(body, ensure_ascii=False), status=status, headers=headers,
+        json.dumps(body, ensure_ascii=False),
+        status=status,
+        headers=headers,
         mimetype="application/json",
     )
 

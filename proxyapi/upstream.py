@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,7 +88,9 @@ class _ProcessClients:
             # instead of waiting; requests never passes a pool timeout, so blocking would wait
             # forever.
             self.adapters[name] = HTTPAdapter(
-                pool_connections=1, pool_maxsize=p.pool_size, max_retries=NO_RETRIES,
+                pool_connections=1,
+                pool_maxsize=p.pool_size,
+                max_retries=NO_RETRIES,
                 pool_block=False,
             )
             self.proxies[name] = requests.utils.get_environ_proxies(p.base_url)
@@ -203,10 +205,9 @@ class Upstream:
                 resp.close()
 
         def abort() -> None:
-            try:
+            # ValueError/RuntimeError: already finished or released, nothing to interrupt.
+            with suppress(ValueError, RuntimeError, OSError):
                 resp.raw.shutdown()
-            except (ValueError, RuntimeError, OSError):
-                pass  # already finished or released: nothing left to interrupt
 
         return OpenedStream(provider.name, chunks(), abort)
 
@@ -251,7 +252,11 @@ def _check_status(adapter: Adapter, reply: UpstreamReply) -> None:
         if status == 429 and reply.headers.get("Retry-After"):
             headers["Retry-After"] = reply.headers["Retry-After"]
         raise UpstreamRejected(
-            status, info.message, type=info.type, param=info.param, error_code=info.code,
+            status,
+            info.message,
+            type=info.type,
+            param=info.param,
+            error_code=info.code,
             headers=headers,
         )
     if status >= 500:
@@ -284,7 +289,9 @@ def _translated(provider: ProviderConfig) -> Iterator[None]:
             raise UpstreamTimeout(
                 f"Provider '{name}' sent nothing for {provider.timeout.read:g}s."
             ) from exc
-        raise UpstreamError(f"Provider '{name}' is unreachable.", error_code="upstream_unreachable") from exc
+        raise UpstreamError(
+            f"Provider '{name}' is unreachable.", error_code="upstream_unreachable"
+        ) from exc
     except (
         requests.exceptions.RequestException,
         urllib3.exceptions.HTTPError,

@@ -64,7 +64,7 @@ def validate(op: Operation, body: dict[str, Any]) -> None:
         raise InvalidRequest(
             f"'{field}' must be {described} and not empty, got {_json_type(value)}.", param=field
         )
-    if op is Operation.CHAT and not all(isinstance(m, dict) for m in value):
+    if op is Operation.CHAT and not all(isinstance(m, dict) for m in body["messages"]):
         raise InvalidRequest("Each item of 'messages' must be an object.", param="messages")
     if op is Operation.EMBEDDINGS:
         if "stream" in body:
@@ -72,7 +72,9 @@ def validate(op: Operation, body: dict[str, Any]) -> None:
         return
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
-        raise InvalidRequest(f"'stream' must be a boolean, got {_json_type(stream)}.", param="stream")
+        raise InvalidRequest(
+            f"'stream' must be a boolean, got {_json_type(stream)}.", param="stream"
+        )
     options = body.get("stream_options")
     if options is not None:
         if not isinstance(options, dict):

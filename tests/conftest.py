@@ -61,15 +61,19 @@ SECRET_ENV = {"ALICE_KEY": ALICE_KEY, "FAKE_UPSTREAM_KEY": UPSTREAM_KEY}
 
 
 @pytest.fixture(scope="session")
-def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., GatewayProcess]]:
+def start_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., GatewayProcess]]:
     """Start gateways under gunicorn; all are stopped (and their logs checked) at the end."""
     started: list[GatewayProcess] = []
 
-    def start(config: dict[str, Any] | None, env: dict[str, str] | None = None,
-              **kwargs: Any) -> GatewayProcess:
+    def start(
+        config: dict[str, Any] | None, env: dict[str, str] | None = None, **kwargs: Any
+    ) -> GatewayProcess:
         tmp = tmp_path_factory.mktemp("gateway")
-        gw = GatewayProcess(tmp, config, env={**SECRET_ENV, **(env or {})},
-                            secrets=ALL_SECRETS, **kwargs)
+        gw = GatewayProcess(
+            tmp, config, env={**SECRET_ENV, **(env or {})}, secrets=ALL_SECRETS, **kwargs
+        )
         started.append(gw)
         return gw.start()
 
@@ -81,7 +85,9 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
 
 
 @pytest.fixture(scope="session")
-def gateway(fake_server: FakeUpstream, start_gateway: Callable[..., GatewayProcess]) -> GatewayProcess:
+def gateway(
+    fake_server: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> GatewayProcess:
     """One gateway (1 worker, 8 threads) in front of the fake, shared by the session."""
     return start_gateway(base_config(fake_server))
 

@@ -40,10 +40,13 @@ def _upstream_models(provider: ProviderConfig) -> list[str]:
         if cached and cached[0] > time.monotonic():
             return cached[1]
         try:
-            ids = current_app.extensions[upstream.EXTENSION].list_models(provider)
+            up: upstream.Upstream = current_app.extensions[upstream.EXTENSION]
+            ids = up.list_models(provider)
             memo[provider.name] = (time.monotonic() + UPSTREAM_LIST_TTL, ids)
         except ProxyAPIError as exc:
-            log.warning("could not list the models of provider %s: %s", provider.name, exc.description)
+            log.warning(
+                "could not list the models of provider %s: %s", provider.name, exc.description
+            )
             ids = cached[1] if cached else []
             memo[provider.name] = (time.monotonic() + UPSTREAM_LIST_RETRY, ids)
         return ids

@@ -15,7 +15,7 @@ import requests
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-_LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+_LISTENING = re.compile(r"Listening at: http://(?:127\.0\.0\.1|0\.0\.0\.0):(\d+)")
 # Environment a gateway inherits; nothing else leaks in from the developer's shell.
 _PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "SYSTEMROOT")
 
@@ -63,12 +63,14 @@ class GatewayProcess:
         return env
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                cwd=ROOT,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -130,7 +131,9 @@ class _Server(ThreadingHTTPServer):
     fake: FakeUpstream
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet about clients that hung up; the tests look at the records instead."""
+        """Stay quiet about clients that hung up; report anything else (a bug in the fake)."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -139,7 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output clean
 
     # ---------------------------------------------------------------- plumbing
@@ -173,8 +176,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _error(self, status: int, message: str, etype: str, headers: dict[str, str] | None = None,
-               code: str | None = None) -> None:
+    def _error(
+        self,
+        status: int,
+        message: str,
+        etype: str,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
         self._send_json(
             status,
             {"error": {"message": message, "type": etype, "param": None, "code": code}},
@@ -183,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------- routes
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         self.fake.record(Recorded("GET", self.path, dict(self.headers), None))
         if not self._authorized():
             return
@@ -191,13 +200,15 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and self._apply_fault(fault):
             return
         if self.path.rstrip("/") == "/v1/models":
-            data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
-                    for m in self.fake.models]
+            data = [
+                {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
+                for m in self.fake.models
+            ]
             self._send_json(200, {"object": "list", "data": data})
         else:
             self._error(404, f"Unknown path {self.path}", "invalid_request_error")
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         body = self._read_body()
         self.fake.record(Recorded("POST", self.path, dict(self.headers), body))
         if not self._authorized():
@@ -206,12 +217,17 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and self._apply_fault(fault):
             return
         if not isinstance(body, dict):
-            self._error(400, "We could not parse the JSON body of your request.",
-                        "invalid_request_error")
+            self._error(
+                400, "We could not parse the JSON body of your request.", "invalid_request_error"
+            )
             return
         if body.get("model") not in self.fake.models:
-            self._error(404, f"The model `{body.get('model')}` does not exist.",
-                        "invalid_request_error", code="model_not_found")
+            self._error(
+                404,
+                f"The model `{body.get('model')}` does not exist.",
+                "invalid_request_error",
+                code="model_not_found",
+            )
             return
         path = self.path.rstrip("/")
         if path == "/v1/chat/completions":
@@ -228,8 +244,9 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         if self.headers.get("Authorization") == f"Bearer {self.fake.api_key}":
             return True
-        self._error(401, "Incorrect API key provided.", "invalid_request_error",
-                    code="invalid_api_key")
+        self._error(
+            401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key"
+        )
         return False
 
     def _apply_fault(self, fault: Fault) -> bool:
@@ -283,18 +300,28 @@ class _Handler(BaseHTTPRequestHandler):
             }
         else:
             choice = {"index": 0, "text": REPLY_TEXT, "logprobs": None, "finish_reason": "stop"}
-        self._send_json(200, {
-            "id": cid,
-            "object": "chat.completion" if chat else "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [choice],
-            "usage": self._usage(body, len(words)),
-            "system_fingerprint": "fp_fake",
-        })
+        self._send_json(
+            200,
+            {
+                "id": cid,
+                "object": "chat.completion" if chat else "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                "usage": self._usage(body, len(words)),
+                "system_fingerprint": "fp_fake",
+            },
+        )
 
-    def _stream(self, body: dict[str, Any], chat: bool, fault: Fault | None, model: str,
-                created: int, cid: str) -> None:
+    def _stream(
+        self,
+        body: dict[str, Any],
+        chat: bool,
+        fault: Fault | None,
+        model: str,
+        created: int,
+        cid: str,
+    ) -> None:
         fault = fault or Fault()
         n = fault.chunks if fault.chunks is not None else self.fake.default_chunks
         delay = fault.chunk_delay or self.fake.default_chunk_delay
@@ -305,8 +332,14 @@ class _Handler(BaseHTTPRequestHandler):
                 choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             else:
                 choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish}
-            return {"id": cid, "object": obj, "created": created, "model": model,
-                    "system_fingerprint": "fp_fake", "choices": [choice]}
+            return {
+                "id": cid,
+                "object": obj,
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [choice],
+            }
 
         events: list[dict[str, Any] | str] = []
         if chat:
@@ -361,12 +394,15 @@ class _Handler(BaseHTTPRequestHandler):
             vector = [((seed * (k + 1)) % 97) / 97.0 for k in range(EMBEDDING_DIMS)]
             data.append({"object": "embedding", "index": i, "embedding": vector})
         tokens = sum(max(1, len(str(x)) // 4) for x in inputs)
-        self._send_json(200, {
-            "object": "list",
-            "data": data,
-            "model": body["model"],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        })
+        self._send_json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
 
 class _Sink:

@@ -16,11 +16,17 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 AUTH = {"Authorization": f"Bearer {ALICE_KEY}"}
 
 
-def post(gw: GatewayProcess, path: str, body: object = CHAT, headers: dict[str, str] | None = None,
-         **kw: object) -> requests.Response:
+def post(
+    gw: GatewayProcess,
+    path: str,
+    body: object = CHAT,
+    headers: dict[str, str] | None = None,
+    **kw: object,
+) -> requests.Response:
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return requests.post(f"{gw.url}{path}", data=data, headers={**AUTH, **(headers or {})},
-                         timeout=15, **kw)  # type: ignore[arg-type]
+    return requests.post(
+        f"{gw.url}{path}", data=data, headers={**AUTH, **(headers or {})}, timeout=15, **kw
+    )  # type: ignore[arg-type]
 
 
 def error_of(resp: requests.Response, status: int, etype: str) -> dict[str, object]:
@@ -33,10 +39,15 @@ def error_of(resp: requests.Response, status: int, etype: str) -> dict[str, obje
     return body["error"]  # type: ignore[no-any-return]
 
 
-def test_x_api_key_header_and_plain_curl_content_type(gateway: GatewayProcess, fake: FakeUpstream) -> None:
-    resp = requests.post(f"{gateway.url}/v1/chat/completions", data=json.dumps(CHAT),
-                         headers={"X-API-Key": ALICE_KEY,
-                                  "Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
+def test_x_api_key_header_and_plain_curl_content_type(
+    gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
+    resp = requests.post(
+        f"{gateway.url}/v1/chat/completions",
+        data=json.dumps(CHAT),
+        headers={"X-API-Key": ALICE_KEY, "Content-Type": "application/x-www-form-urlencoded"},
+        timeout=5,
+    )
     assert resp.status_code == 200
     assert resp.json()["choices"][0]["message"]["role"] == "assistant"
     sent = fake.calls("/chat/completions")[0].headers
@@ -61,37 +72,58 @@ def test_request_id_is_echoed_or_generated_and_logged(gateway: GatewayProcess) -
         (b"{not json", None),
         ({"model": 123, "messages": []}, "model"),
         ({"model": "gpt-4o-mini", "messages": "hello"}, "messages"),
-        ({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
+        (
+            {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "x"}],
+                "stream": "yes",
+            },
+            "stream",
+        ),
     ],
 )
-def test_bad_bodies(gateway: GatewayProcess, fake: FakeUpstream, body: object, param: str | None) -> None:
+def test_bad_bodies(
+    gateway: GatewayProcess, fake: FakeUpstream, body: object, param: str | None
+) -> None:
     err = error_of(post(gateway, "/v1/chat/completions", body), 400, "invalid_request_error")
     assert err["param"] == param
     assert fake.calls() == []
 
 
 def test_huge_body_is_413(gateway: GatewayProcess, fake: FakeUpstream) -> None:
-    huge = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "' + b"x" * (11 * 1024 * 1024) + b'"}]}'
+    huge = (
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "'
+        + b"x" * (11 * 1024 * 1024)
+        + b'"}]}'
+    )
     err = error_of(post(gateway, "/v1/chat/completions", huge), 413, "invalid_request_error")
     assert "10485760 bytes" in str(err["message"])
     assert fake.calls() == []
 
 
 def test_unknown_model_is_404_model_not_found(gateway: GatewayProcess) -> None:
-    err = error_of(post(gateway, "/v1/chat/completions", {**CHAT, "model": "gpt-9"}), 404, "not_found_error")
+    err = error_of(
+        post(gateway, "/v1/chat/completions", {**CHAT, "model": "gpt-9"}), 404, "not_found_error"
+    )
     assert err["code"] == "model_not_found" and err["param"] == "model"
 
 
 def test_missing_and_wrong_keys_are_401(gateway: GatewayProcess) -> None:
     missing = requests.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=5)
     assert error_of(missing, 401, "authentication_error")["code"] == "missing_api_key"
-    wrong = requests.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=5,
-                          headers={"Authorization": "Bearer pk-nope"})
+    wrong = requests.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=CHAT,
+        timeout=5,
+        headers={"Authorization": "Bearer pk-nope"},
+    )
     assert error_of(wrong, 401, "authentication_error")["code"] == "invalid_api_key"
 
 
 def test_unknown_route_and_wrong_method(gateway: GatewayProcess) -> None:
-    error_of(requests.get(f"{gateway.url}/v1/engines", headers=AUTH, timeout=5), 404, "not_found_error")
+    error_of(
+        requests.get(f"{gateway.url}/v1/engines", headers=AUTH, timeout=5), 404, "not_found_error"
+    )
     resp = requests.get(f"{gateway.url}/v1/chat/completions", headers=AUTH, timeout=5)
     error_of(resp, 405, "invalid_request_error")
     assert "POST" in resp.headers["Allow"]
@@ -109,14 +141,24 @@ def test_health_needs_no_key(gateway: GatewayProcess, fake: FakeUpstream) -> Non
         (Fault(status=500), 502, "upstream_error", "upstream_error"),
         (Fault(status=503), 502, "upstream_error", "upstream_error"),
         (Fault(reset=True), 502, "upstream_error", "upstream_unreachable"),
-        (Fault(body=b"<html>gateway</html>", content_type="text/html"), 502, "upstream_error",
-         "upstream_malformed_response"),
+        (
+            Fault(body=b"<html>gateway</html>", content_type="text/html"),
+            502,
+            "upstream_error",
+            "upstream_malformed_response",
+        ),
         (Fault(delay=4.0), 504, "timeout", "upstream_timeout"),  # read timeout is 3 s
         (Fault(status=400), 400, "invalid_request_error", None),
     ],
 )
-def test_upstream_faults(gateway: GatewayProcess, fake: FakeUpstream, fault: Fault, status: int,
-                         etype: str, code: str | None) -> None:
+def test_upstream_faults(
+    gateway: GatewayProcess,
+    fake: FakeUpstream,
+    fault: Fault,
+    status: int,
+    etype: str,
+    code: str | None,
+) -> None:
     fake.script(fault)
     err = error_of(post(gateway, "/v1/chat/completions"), status, etype)
     assert err["code"] == code
@@ -131,7 +173,9 @@ def test_upstream_429_relayed_with_retry_after(gateway: GatewayProcess, fake: Fa
     assert resp.headers["Retry-After"] == "2"
 
 
-def test_upstream_rejecting_our_key_is_502_not_401(gateway: GatewayProcess, fake: FakeUpstream) -> None:
+def test_upstream_rejecting_our_key_is_502_not_401(
+    gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
     saved, fake.api_key = fake.api_key, "sk-some-other-key"
     try:
         err = error_of(post(gateway, "/v1/chat/completions"), 502, "upstream_error")
@@ -140,7 +184,9 @@ def test_upstream_rejecting_our_key_is_502_not_401(gateway: GatewayProcess, fake
     assert err["code"] == "upstream_auth_failed"
 
 
-def test_stream_error_before_first_byte_is_a_plain_error(gateway: GatewayProcess, fake: FakeUpstream) -> None:
+def test_stream_error_before_first_byte_is_a_plain_error(
+    gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
     fake.script(Fault(status=500))
     resp = post(gateway, "/v1/chat/completions", {**CHAT, "stream": True})
     error_of(resp, 502, "upstream_error")

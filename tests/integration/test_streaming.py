@@ -37,7 +37,9 @@ def read_until(sock: socket.socket, marker: bytes, limit: float = 10) -> bytes:
     return data
 
 
-def test_client_disconnect_closes_the_upstream_promptly(gateway: GatewayProcess, fake: FakeUpstream) -> None:
+def test_client_disconnect_closes_the_upstream_promptly(
+    gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
     # A long stream: 200 tokens at 50 ms is 10 s if nobody stops it.
     fake.script(Fault(chunks=200, chunk_delay=0.05))
     sock = raw_stream_request(gateway)
@@ -56,8 +58,13 @@ def test_client_disconnect_closes_the_upstream_promptly(gateway: GatewayProcess,
 def test_heartbeats_while_upstream_is_silent(gateway: GatewayProcess, fake: FakeUpstream) -> None:
     # heartbeat_interval is 1 s in the test config; the upstream stalls for 2.5 s after 2 events.
     fake.script(Fault(chunks=3, stall_after=2, stall_for=2.5))
-    resp = requests.post(f"{gateway.url}/v1/chat/completions", json=CHAT, stream=True, timeout=10,
-                         headers={"Authorization": f"Bearer {ALICE_KEY}"})
+    resp = requests.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=CHAT,
+        stream=True,
+        timeout=10,
+        headers={"Authorization": f"Bearer {ALICE_KEY}"},
+    )
     body = b"".join(resp.iter_content(None))
     assert body.count(b": ping\n\n") >= 2
     before, _, after = body.partition(b": ping\n\n")
@@ -65,12 +72,21 @@ def test_heartbeats_while_upstream_is_silent(gateway: GatewayProcess, fake: Fake
     assert body.endswith(b"data: [DONE]\n\n")
 
 
-def test_stalled_stream_ends_with_a_timeout_event(gateway: GatewayProcess, fake: FakeUpstream) -> None:
+def test_stalled_stream_ends_with_a_timeout_event(
+    gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
     # read timeout is 3 s in the test config; the upstream goes silent for 6 s.
     fake.script(Fault(chunks=3, stall_after=2, stall_for=6))
-    resp = requests.post(f"{gateway.url}/v1/chat/completions", json=CHAT, stream=True, timeout=15,
-                         headers={"Authorization": f"Bearer {ALICE_KEY}"})
-    events = [e for e in b"".join(resp.iter_content(None)).split(b"\n\n") if e.startswith(b"data: ")]
+    resp = requests.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=CHAT,
+        stream=True,
+        timeout=15,
+        headers={"Authorization": f"Bearer {ALICE_KEY}"},
+    )
+    events = [
+        e for e in b"".join(resp.iter_content(None)).split(b"\n\n") if e.startswith(b"data: ")
+    ]
     last = json.loads(events[-1][6:])
     assert last["error"]["type"] == "timeout" and last["error"]["code"] == "upstream_timeout"
     assert b"[DONE]" not in events[-1]
@@ -83,8 +99,12 @@ def test_concurrent_streams_run_side_by_side(gateway: GatewayProcess, fake: Fake
 
     def one() -> float:
         started = time.monotonic()
-        resp = requests.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=15,
-                             headers={"Authorization": f"Bearer {ALICE_KEY}"})
+        resp = requests.post(
+            f"{gateway.url}/v1/chat/completions",
+            json=CHAT,
+            timeout=15,
+            headers={"Authorization": f"Bearer {ALICE_KEY}"},
+        )
         assert resp.content.endswith(b"data: [DONE]\n\n")
         return time.monotonic() - started
 

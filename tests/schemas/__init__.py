@@ -51,14 +51,19 @@ def _drop_required(node: Any, field: str) -> None:
 def _validator(name: str) -> Draft202012Validator:
     doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", **_document()}
     registry: Registry = Registry().with_resource("urn:openai", Resource.from_contents(doc))
-    return Draft202012Validator({"$ref": f"urn:openai#/components/schemas/{name}"}, registry=registry)
+    return Draft202012Validator(
+        {"$ref": f"urn:openai#/components/schemas/{name}"}, registry=registry
+    )
 
 
 def _strip_null_optional(node: Any) -> Any:
     """Drop ``refusal: null`` and ``logprobs: null``, which the spec wrongly requires."""
     if isinstance(node, dict):
-        return {k: _strip_null_optional(v) for k, v in node.items()
-                if not (k in ("refusal", "logprobs") and v is None)}
+        return {
+            k: _strip_null_optional(v)
+            for k, v in node.items()
+            if not (k in ("refusal", "logprobs") and v is None)
+        }
     if isinstance(node, list):
         return [_strip_null_optional(v) for v in node]
     return node

@@ -17,7 +17,9 @@ def test_hash_key_is_sha256_hex() -> None:
 
 
 def test_keyring_lookup_finds_each_key_and_rejects_others() -> None:
-    ring = KeyRing(AuthConfig(keys=(KeyConfig("a", hash_key("ka")), KeyConfig("b", hash_key("kb")))))
+    ring = KeyRing(
+        AuthConfig(keys=(KeyConfig("a", hash_key("ka")), KeyConfig("b", hash_key("kb"))))
+    )
     assert ring.lookup("ka").name == "a"  # type: ignore[union-attr]
     assert ring.lookup("kb").name == "b"  # type: ignore[union-attr]
     assert ring.lookup("kc") is None
@@ -28,7 +30,9 @@ def test_keyring_compares_every_digest(monkeypatch: pytest.MonkeyPatch) -> None:
     """No early exit: the number of comparisons does not depend on which key matched."""
     import proxyapi.auth as auth_mod
 
-    ring = KeyRing(AuthConfig(keys=tuple(KeyConfig(f"k{i}", hash_key(f"key{i}")) for i in range(5))))
+    ring = KeyRing(
+        AuthConfig(keys=tuple(KeyConfig(f"k{i}", hash_key(f"key{i}")) for i in range(5)))
+    )
     calls: list[int] = []
     real = auth_mod.hmac.compare_digest
 
@@ -45,10 +49,15 @@ def test_keyring_compares_every_digest(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def app() -> Flask:
-    return create_app({
-        "auth": {"keys": [{"name": "alice", "sha256": hash_key("ka")}], "header": "X-Gateway-Key"},
-        "providers": [{"name": "up", "base_url": "http://127.0.0.1:9/v1", "models": ["m"]}],
-    })
+    return create_app(
+        {
+            "auth": {
+                "keys": [{"name": "alice", "sha256": hash_key("ka")}],
+                "header": "X-Gateway-Key",
+            },
+            "providers": [{"name": "up", "base_url": "http://127.0.0.1:9/v1", "models": ["m"]}],
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,7 +86,9 @@ def test_missing_or_wrong_key_is_401(app: Flask, headers: dict[str, str], code: 
 
 
 def test_no_keys_configured_refuses_every_v1_call_and_says_how_to_fix() -> None:
-    app = create_app({"providers": [{"name": "up", "base_url": "http://127.0.0.1:9/v1", "models": ["m"]}]})
+    app = create_app(
+        {"providers": [{"name": "up", "base_url": "http://127.0.0.1:9/v1", "models": ["m"]}]}
+    )
     client = app.test_client()
     resp = client.get("/v1/models", headers={"Authorization": "Bearer anything"})
     assert resp.status_code == 401

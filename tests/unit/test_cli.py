@@ -30,12 +30,16 @@ def test_check_config_reports_ok_without_secrets(tmp_config: Any, monkeypatch: A
     )
     result = CliRunner().invoke(main, ["check-config", str(path)])
     assert result.exit_code == 0, result.output
-    assert "config OK" in result.output and "alice" in result.output and "$UP_SECRET" in result.output
+    assert (
+        "config OK" in result.output and "alice" in result.output and "$UP_SECRET" in result.output
+    )
     assert "sk-do-not-print" not in result.output and hash_key("x") not in result.output
 
 
 def test_check_config_names_the_bad_key(tmp_config: Any) -> None:
-    path = tmp_config("providers:\n  - {name: up, base_url: 'http://h/v1', models: [m], priority: high}\n")
+    path = tmp_config(
+        "providers:\n  - {name: up, base_url: 'http://h/v1', models: [m], priority: high}\n"
+    )
     result = CliRunner().invoke(main, ["check-config", str(path)])
     assert result.exit_code == 1
     assert "providers[0] (up).priority must be a whole number, got 'high'" in result.output

@@ -16,12 +16,20 @@ HEADERS = {"Authorization": "Bearer k"}
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("UPK", "sk-very-secret-upstream")
-    app = create_app({
-        "server": {"max_body_bytes": 1024},
-        "auth": {"keys": [{"name": "a", "sha256": hash_key("k")}]},
-        "providers": [{"name": "up", "base_url": "http://127.0.0.1:9/v1", "models": ["m"],
-                       "api_key_env": "UPK"}],
-    })
+    app = create_app(
+        {
+            "server": {"max_body_bytes": 1024},
+            "auth": {"keys": [{"name": "a", "sha256": hash_key("k")}]},
+            "providers": [
+                {
+                    "name": "up",
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "models": ["m"],
+                    "api_key_env": "UPK",
+                }
+            ],
+        }
+    )
 
     @app.get("/boom")
     def boom() -> str:
@@ -29,8 +37,12 @@ def client(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
 
     @app.get("/relay")
     def relay() -> str:
-        raise UpstreamRejected(429, "slow down, sk-very-secret-upstream", type="rate_limit_error",
-                               headers={"Retry-After": "7"})
+        raise UpstreamRejected(
+            429,
+            "slow down, sk-very-secret-upstream",
+            type="rate_limit_error",
+            headers={"Retry-After": "7"},
+        )
 
     @app.get("/teapot")
     def teapot() -> str:
@@ -84,8 +96,14 @@ def test_other_statuses_get_a_type(client) -> None:  # type: ignore[no-untyped-d
 
 def test_model_not_found_payload() -> None:
     body = ModelNotFound("no such model", param="model").payload()
-    assert body == {"error": {"message": "no such model", "type": "not_found_error",
-                              "param": "model", "code": "model_not_found"}}
+    assert body == {
+        "error": {
+            "message": "no such model",
+            "type": "not_found_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
 
 
 def test_redact() -> None:

@@ -13,8 +13,11 @@ from proxyapi.providers.base import Operation, UpstreamReply
 
 
 def make(api_key: str | None = "sk-up") -> object:
-    return adapter_for(ProviderConfig(name="up", type="openai", base_url="http://h:1/v1",
-                                      models=("m",), api_key=api_key))
+    return adapter_for(
+        ProviderConfig(
+            name="up", type="openai", base_url="http://h:1/v1", models=("m",), api_key=api_key
+        )
+    )
 
 
 def reply(body: object, status: int = 200) -> UpstreamReply:
@@ -32,8 +35,11 @@ def test_build_targets_endpoint_and_injects_provider_key(op: Operation) -> None:
 
 
 def test_build_passes_unknown_parameters_and_unicode_through() -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": "h\u00e9llo \u2028"}],
-            "new_param": {"a": [1, 2]}}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "h\u00e9llo \u2028"}],
+        "new_param": {"a": [1, 2]},
+    }
     call = make().build(Operation.CHAT, body, "m", stream=True)  # type: ignore[attr-defined]
     assert json.loads(call.body) == body
     assert call.stream and call.headers["Accept"] == "text/event-stream"
@@ -75,8 +81,19 @@ def test_parse_rejects_what_is_not_an_answer(op: Operation, raw: bytes) -> None:
 @pytest.mark.parametrize(
     ("body", "message", "etype", "code"),
     [
-        ({"error": {"message": "bad temp", "type": "invalid_request_error", "param": "temperature",
-                    "code": None}}, "bad temp", "invalid_request_error", None),
+        (
+            {
+                "error": {
+                    "message": "bad temp",
+                    "type": "invalid_request_error",
+                    "param": "temperature",
+                    "code": None,
+                }
+            },
+            "bad temp",
+            "invalid_request_error",
+            None,
+        ),
         ({"error": {"message": "m", "code": 400}}, "m", None, "400"),
         ({"error": "plain text error"}, "plain text error", None, None),
         ({"detail": "vLLM says no"}, "vLLM says no", None, None),
@@ -84,7 +101,9 @@ def test_parse_rejects_what_is_not_an_answer(op: Operation, raw: bytes) -> None:
         (b"", "HTTP 400", None, None),
     ],
 )
-def test_parse_error_shapes(body: object, message: str, etype: str | None, code: str | None) -> None:
+def test_parse_error_shapes(
+    body: object, message: str, etype: str | None, code: str | None
+) -> None:
     info = make().parse_error(reply(body, 400))  # type: ignore[attr-defined]
     assert (info.message, info.type, info.code) == (message, etype, code)
 

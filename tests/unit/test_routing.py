@@ -10,16 +10,19 @@ from proxyapi.routing import Router
 
 
 def p(name: str, models: tuple[str, ...], priority: int = 1) -> ProviderConfig:
-    return ProviderConfig(name=name, type="openai", base_url="http://h/v1", models=models,
-                          priority=priority)
+    return ProviderConfig(
+        name=name, type="openai", base_url="http://h/v1", models=models, priority=priority
+    )
 
 
-ROUTER = Router((
-    p("openai", ("gpt-4o-mini", "gpt-4o"), priority=2),
-    p("azure", ("gpt-4o-mini",), priority=1),
-    p("openrouter", ("openai/gpt-4o", "meta-llama/*"), priority=5),
-    p("local", ("*",), priority=9),
-))
+ROUTER = Router(
+    (
+        p("openai", ("gpt-4o-mini", "gpt-4o"), priority=2),
+        p("azure", ("gpt-4o-mini",), priority=1),
+        p("openrouter", ("openai/gpt-4o", "meta-llama/*"), priority=5),
+        p("local", ("*",), priority=9),
+    )
+)
 
 
 def names(model: str) -> list[tuple[str, str]]:
@@ -27,8 +30,11 @@ def names(model: str) -> list[tuple[str, str]]:
 
 
 def test_every_listing_provider_is_a_candidate_lowest_priority_first() -> None:
-    assert names("gpt-4o-mini") == [("azure", "gpt-4o-mini"), ("openai", "gpt-4o-mini"),
-                                    ("local", "gpt-4o-mini")]
+    assert names("gpt-4o-mini") == [
+        ("azure", "gpt-4o-mini"),
+        ("openai", "gpt-4o-mini"),
+        ("local", "gpt-4o-mini"),
+    ]
 
 
 def test_prefix_forces_one_provider_and_is_stripped() -> None:
@@ -42,8 +48,10 @@ def test_exact_listing_beats_prefix() -> None:
 
 
 def test_glob_listing() -> None:
-    assert names("meta-llama/llama-3-8b") == [("openrouter", "meta-llama/llama-3-8b"),
-                                              ("local", "meta-llama/llama-3-8b")]
+    assert names("meta-llama/llama-3-8b") == [
+        ("openrouter", "meta-llama/llama-3-8b"),
+        ("local", "meta-llama/llama-3-8b"),
+    ]
 
 
 def test_prefix_for_a_model_the_provider_does_not_list_falls_to_globs_or_404() -> None:
@@ -62,5 +70,9 @@ def test_equal_priorities_keep_config_order() -> None:
 
 def test_listed_models_dedupes_and_skips_globs() -> None:
     listed = [(m, prov.name) for m, prov in ROUTER.listed_models()]
-    assert listed == [("gpt-4o-mini", "azure"), ("gpt-4o", "openai"), ("openai/gpt-4o", "openrouter")]
+    assert listed == [
+        ("gpt-4o-mini", "azure"),
+        ("gpt-4o", "openai"),
+        ("openai/gpt-4o", "openrouter"),
+    ]
     assert [prov.name for prov in ROUTER.globbing_providers()] == ["openrouter", "local"]

@@ -40,7 +40,7 @@ class Source:
 
 
 def test_relays_only_whole_events_in_order() -> None:
-    src = Source(b"data: {\"a\"", b":1}\n\ndata: {\"b\":2}\n\ndata: [DO", b"NE]\n\n")
+    src = Source(b'data: {"a"', b':1}\n\ndata: {"b":2}\n\ndata: [DO', b"NE]\n\n")
     out = list(relay(src.stream(), heartbeat=5))
     assert out == [b'data: {"a":1}\n\ndata: {"b":2}\n\n', b"data: [DONE]\n\n"]
     assert src.closed.wait(1)
@@ -55,14 +55,16 @@ def test_heartbeat_while_upstream_is_silent_but_not_inside_an_event() -> None:
     src = Source(b"data: 1\n\n", 0.35, b"data: 2\n\n", b"data: half", 0.35, b"\n\n")
     out = list(relay(src.stream(), heartbeat=0.1))
     assert out[0] == b"data: 1\n\n"
-    first_gap = out[1:out.index(b"data: 2\n\n")]
+    first_gap = out[1 : out.index(b"data: 2\n\n")]
     assert first_gap and all(x == HEARTBEAT for x in first_gap)
     assert out[-1] == b"data: half\n\n"
     assert out[-2] == b"data: 2\n\n"  # no heartbeat was injected inside "data: half"
 
 
 def test_upstream_error_mid_stream_becomes_an_sse_error_event() -> None:
-    src = Source(b"data: 1\n\n", b"data: partial", UpstreamTimeout("Provider 'up' sent nothing for 3s."))
+    src = Source(
+        b"data: 1\n\n", b"data: partial", UpstreamTimeout("Provider 'up' sent nothing for 3s.")
+    )
     out = list(relay(src.stream(), heartbeat=5))
     assert out[0] == b"data: 1\n\n"
     assert len(out) == 2 and out[1].startswith(b"data: ") and out[1].endswith(b"\n\n")

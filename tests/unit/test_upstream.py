@@ -19,26 +19,44 @@ CLIENT_KEY = "pk-client-key-123"
 UPSTREAM_KEY = "sk-upstream-key-456"
 HEADERS = {"Authorization": f"Bearer {CLIENT_KEY}"}
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-ANSWER = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
-          "choices": [{"index": 0, "message": {"role": "assistant", "content": "yo"},
-                       "finish_reason": "stop", "logprobs": None}]}
+ANSWER = {
+    "id": "c1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "yo"},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+    ],
+}
 
 
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
     monkeypatch.setenv("UP_KEY", UPSTREAM_KEY)
-    return create_app({
-        "auth": {"keys": [{"name": "a", "sha256": hash_key(CLIENT_KEY)}]},
-        "providers": [{"name": "up", "base_url": URL, "models": ["m", "e"], "api_key_env": "UP_KEY"},
-                      {"name": "other", "base_url": "http://other.test/v1", "models": ["x"]}],
-    }).test_client()
+    return create_app(
+        {
+            "auth": {"keys": [{"name": "a", "sha256": hash_key(CLIENT_KEY)}]},
+            "providers": [
+                {"name": "up", "base_url": URL, "models": ["m", "e"], "api_key_env": "UP_KEY"},
+                {"name": "other", "base_url": "http://other.test/v1", "models": ["x"]},
+            ],
+        }
+    ).test_client()
 
 
 @responses.activate
 def test_success_injects_provider_key_and_never_forwards_client_key(client: FlaskClient) -> None:
     responses.post(f"{URL}/chat/completions", json=ANSWER)
-    resp = client.post("/v1/chat/completions", json=CHAT,
-                       headers={**HEADERS, "X-API-Key": CLIENT_KEY, "Cookie": "a=b"})
+    resp = client.post(
+        "/v1/chat/completions",
+        json=CHAT,
+        headers={**HEADERS, "X-API-Key": CLIENT_KEY, "Cookie": "a=b"},
+    )
     assert resp.status_code == 200
     assert resp.json == ANSWER
     assert resp.headers["X-ProxyAPI-Provider"] == "up"
@@ -58,35 +76,130 @@ def test_prefix_is_stripped_before_the_upstream_call(client: FlaskClient) -> Non
 @pytest.mark.parametrize(
     ("upstream", "status", "etype", "code", "fragment"),
     [
-        ({"status": 400, "json": {"error": {"message": "temperature too high", "type": "invalid_request_error",
-                                            "param": "temperature", "code": None}}},
-         400, "invalid_request_error", None, "temperature too high"),
-        ({"status": 404, "json": {"error": {"message": "no model", "type": "invalid_request_error",
-                                            "code": "model_not_found"}}},
-         404, "invalid_request_error", "model_not_found", "no model"),
-        ({"status": 401, "json": {"error": {"message": f"Incorrect API key provided: {UPSTREAM_KEY}"}}},
-         502, "upstream_error", "upstream_auth_failed", "rejected the gateway's credentials"),
-        ({"status": 403, "body": "forbidden"}, 502, "upstream_error", "upstream_auth_failed", "HTTP 403"),
-        ({"status": 500, "json": {"error": {"message": "boom"}}}, 502, "upstream_error", "upstream_error", "HTTP 500: boom"),
-        ({"status": 503, "body": "<html>down</html>"}, 502, "upstream_error", "upstream_error", "HTTP 503"),
-        ({"status": 200, "body": "not json"}, 502, "upstream_error", "upstream_malformed_response", "not a JSON object"),
-        ({"status": 200, "json": {"object": "chat.completion"}}, 502, "upstream_error",
-         "upstream_malformed_response", "without 'choices'"),
-        ({"status": 302, "body": "", "headers": {"Location": "http://elsewhere"}}, 502, "upstream_error",
-         "upstream_malformed_response", "unexpected HTTP 302"),
-        ({"body": requests.exceptions.ConnectionError("refused")}, 502, "upstream_error",
-         "upstream_unreachable", "unreachable"),
-        ({"body": requests.exceptions.ConnectTimeout("slow")}, 504, "timeout", "upstream_timeout",
-         "did not accept a connection within 5s"),
-        ({"body": requests.exceptions.ReadTimeout("slow")}, 504, "timeout", "upstream_timeout",
-         "sent nothing for 60s"),
-        ({"body": requests.exceptions.ChunkedEncodingError("cut")}, 502, "upstream_error",
-         "upstream_connection_broken", "broke"),
+        (
+            {
+                "status": 400,
+                "json": {
+                    "error": {
+                        "message": "temperature too high",
+                        "type": "invalid_request_error",
+                        "param": "temperature",
+                        "code": None,
+                    }
+                },
+            },
+            400,
+            "invalid_request_error",
+            None,
+            "temperature too high",
+        ),
+        (
+            {
+                "status": 404,
+                "json": {
+                    "error": {
+                        "message": "no model",
+                        "type": "invalid_request_error",
+                        "code": "model_not_found",
+                    }
+                },
+            },
+            404,
+            "invalid_request_error",
+            "model_not_found",
+            "no model",
+        ),
+        (
+            {
+                "status": 401,
+                "json": {"error": {"message": f"Incorrect API key provided: {UPSTREAM_KEY}"}},
+            },
+            502,
+            "upstream_error",
+            "upstream_auth_failed",
+            "rejected the gateway's credentials",
+        ),
+        (
+            {"status": 403, "body": "forbidden"},
+            502,
+            "upstream_error",
+            "upstream_auth_failed",
+            "HTTP 403",
+        ),
+        (
+            {"status": 500, "json": {"error": {"message": "boom"}}},
+            502,
+            "upstream_error",
+            "upstream_error",
+            "HTTP 500: boom",
+        ),
+        (
+            {"status": 503, "body": "<html>down</html>"},
+            502,
+            "upstream_error",
+            "upstream_error",
+            "HTTP 503",
+        ),
+        (
+            {"status": 200, "body": "not json"},
+            502,
+            "upstream_error",
+            "upstream_malformed_response",
+            "not a JSON object",
+        ),
+        (
+            {"status": 200, "json": {"object": "chat.completion"}},
+            502,
+            "upstream_error",
+            "upstream_malformed_response",
+            "without 'choices'",
+        ),
+        (
+            {"status": 302, "body": "", "headers": {"Location": "http://elsewhere"}},
+            502,
+            "upstream_error",
+            "upstream_malformed_response",
+            "unexpected HTTP 302",
+        ),
+        (
+            {"body": requests.exceptions.ConnectionError("refused")},
+            502,
+            "upstream_error",
+            "upstream_unreachable",
+            "unreachable",
+        ),
+        (
+            {"body": requests.exceptions.ConnectTimeout("slow")},
+            504,
+            "timeout",
+            "upstream_timeout",
+            "did not accept a connection within 5s",
+        ),
+        (
+            {"body": requests.exceptions.ReadTimeout("slow")},
+            504,
+            "timeout",
+            "upstream_timeout",
+            "sent nothing for 60s",
+        ),
+        (
+            {"body": requests.exceptions.ChunkedEncodingError("cut")},
+            502,
+            "upstream_error",
+            "upstream_connection_broken",
+            "broke",
+        ),
     ],
 )
 @responses.activate
-def test_upstream_outcomes(client: FlaskClient, upstream: dict[str, Any], status: int, etype: str,
-                           code: str | None, fragment: str) -> None:
+def test_upstream_outcomes(
+    client: FlaskClient,
+    upstream: dict[str, Any],
+    status: int,
+    etype: str,
+    code: str | None,
+    fragment: str,
+) -> None:
     responses.post(f"{URL}/chat/completions", **upstream)
     resp = client.post("/v1/chat/completions", json=CHAT, headers=HEADERS)
     assert resp.status_code == status, resp.json
@@ -99,8 +212,12 @@ def test_upstream_outcomes(client: FlaskClient, upstream: dict[str, Any], status
 
 @responses.activate
 def test_upstream_429_is_relayed_with_retry_after(client: FlaskClient) -> None:
-    responses.post(f"{URL}/chat/completions", status=429, headers={"Retry-After": "3"},
-                   json={"error": {"message": "Rate limit reached", "type": "requests"}})
+    responses.post(
+        f"{URL}/chat/completions",
+        status=429,
+        headers={"Retry-After": "3"},
+        json={"error": {"message": "Rate limit reached", "type": "requests"}},
+    )
     resp = client.post("/v1/chat/completions", json=CHAT, headers=HEADERS)
     assert resp.status_code == 429
     assert resp.headers["Retry-After"] == "3"
@@ -111,8 +228,18 @@ def test_upstream_429_is_relayed_with_retry_after(client: FlaskClient) -> None:
 def test_embeddings_and_completions_route_to_their_endpoints(client: FlaskClient) -> None:
     responses.post(f"{URL}/embeddings", json={"object": "list", "data": [], "model": "e"})
     responses.post(f"{URL}/completions", json={"choices": [{"text": "t"}]})
-    assert client.post("/v1/embeddings", json={"model": "e", "input": "x"}, headers=HEADERS).status_code == 200
-    assert client.post("/v1/completions", json={"model": "m", "prompt": "x"}, headers=HEADERS).status_code == 200
+    assert (
+        client.post(
+            "/v1/embeddings", json={"model": "e", "input": "x"}, headers=HEADERS
+        ).status_code
+        == 200
+    )
+    assert (
+        client.post(
+            "/v1/completions", json={"model": "m", "prompt": "x"}, headers=HEADERS
+        ).status_code
+        == 200
+    )
     assert [c.request.url for c in responses.calls] == [f"{URL}/embeddings", f"{URL}/completions"]
 
 
@@ -120,22 +247,38 @@ def test_embeddings_and_completions_route_to_their_endpoints(client: FlaskClient
 def test_models_list_aggregates_providers(client: FlaskClient) -> None:
     resp = client.get("/v1/models", headers=HEADERS)
     assert_valid("ListModelsResponse", resp.json)
-    assert [(m["id"], m["owned_by"]) for m in resp.json["data"]] == [("m", "up"), ("e", "up"), ("x", "other")]  # type: ignore[index]
+    assert [(m["id"], m["owned_by"]) for m in resp.json["data"]] == [
+        ("m", "up"),
+        ("e", "up"),
+        ("x", "other"),
+    ]  # type: ignore[index]
     assert client.get("/v1/models/up/m", headers=HEADERS).json["owned_by"] == "up"  # type: ignore[index]
     assert client.get("/v1/models/nope", headers=HEADERS).status_code == 404
 
 
 @responses.activate
-def test_models_list_asks_glob_providers_and_survives_their_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    client = create_app({
-        "auth": {"keys": [{"name": "a", "sha256": hash_key(CLIENT_KEY)}]},
-        "providers": [{"name": "fixed", "base_url": "http://fixed.test/v1", "models": ["a"]},
-                      {"name": "llama", "base_url": "http://llama.test/v1", "models": ["llama*"]},
-                      {"name": "down", "base_url": "http://down.test/v1", "models": ["*"]}],
-    }).test_client()
-    responses.get("http://llama.test/v1/models", json={"data": [{"id": "llama3"}, {"id": "qwen"}, {"id": "a"}]})
+def test_models_list_asks_glob_providers_and_survives_their_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = create_app(
+        {
+            "auth": {"keys": [{"name": "a", "sha256": hash_key(CLIENT_KEY)}]},
+            "providers": [
+                {"name": "fixed", "base_url": "http://fixed.test/v1", "models": ["a"]},
+                {"name": "llama", "base_url": "http://llama.test/v1", "models": ["llama*"]},
+                {"name": "down", "base_url": "http://down.test/v1", "models": ["*"]},
+            ],
+        }
+    ).test_client()
+    responses.get(
+        "http://llama.test/v1/models",
+        json={"data": [{"id": "llama3"}, {"id": "qwen"}, {"id": "a"}]},
+    )
     responses.get("http://down.test/v1/models", status=500)
     for _ in range(2):  # the second call is served from the per-process memo
         resp = client.get("/v1/models", headers=HEADERS)
-        assert [(m["id"], m["owned_by"]) for m in resp.json["data"]] == [("a", "fixed"), ("llama3", "llama")]  # type: ignore[index]
+        assert [(m["id"], m["owned_by"]) for m in resp.json["data"]] == [
+            ("a", "fixed"),
+            ("llama3", "llama"),
+        ]  # type: ignore[index]
     assert len(responses.calls) == 2

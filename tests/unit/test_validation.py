@@ -17,10 +17,12 @@ MSG = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture
 def client() -> FlaskClient:
-    return create_app({
-        "auth": {"keys": [{"name": "a", "sha256": hash_key("k")}]},
-        "providers": [{"name": "up", "base_url": "http://upstream.test/v1", "models": ["m"]}],
-    }).test_client()
+    return create_app(
+        {
+            "auth": {"keys": [{"name": "a", "sha256": hash_key("k")}]},
+            "providers": [{"name": "up", "base_url": "http://upstream.test/v1", "models": ["m"]}],
+        }
+    ).test_client()
 
 
 @pytest.mark.parametrize(
@@ -33,25 +35,53 @@ def client() -> FlaskClient:
         ("/v1/chat/completions", {"messages": MSG}, "model", "must provide a model"),
         ("/v1/chat/completions", {"model": 5, "messages": MSG}, "model", "got number"),
         ("/v1/chat/completions", {"model": "", "messages": MSG}, "model", "non-empty string"),
-        ("/v1/chat/completions", {"model": "m"}, "messages", "Missing required parameter: 'messages'"),
+        (
+            "/v1/chat/completions",
+            {"model": "m"},
+            "messages",
+            "Missing required parameter: 'messages'",
+        ),
         ("/v1/chat/completions", {"model": "m", "messages": "hi"}, "messages", "got string"),
         ("/v1/chat/completions", {"model": "m", "messages": []}, "messages", "not empty"),
-        ("/v1/chat/completions", {"model": "m", "messages": ["hi"]}, "messages", "must be an object"),
-        ("/v1/chat/completions", {"model": "m", "messages": MSG, "stream": "yes"}, "stream", "boolean"),
-        ("/v1/chat/completions", {"model": "m", "messages": MSG, "stream": True,
-                                  "stream_options": []}, "stream_options", "must be an object"),
-        ("/v1/chat/completions", {"model": "m", "messages": MSG,
-                                  "stream_options": {"include_usage": True}}, "stream_options",
-         "only allowed when 'stream' is true"),
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": ["hi"]},
+            "messages",
+            "must be an object",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": MSG, "stream": "yes"},
+            "stream",
+            "boolean",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": MSG, "stream": True, "stream_options": []},
+            "stream_options",
+            "must be an object",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": MSG, "stream_options": {"include_usage": True}},
+            "stream_options",
+            "only allowed when 'stream' is true",
+        ),
         ("/v1/completions", {"model": "m"}, "prompt", "'prompt'"),
         ("/v1/completions", {"model": "m", "prompt": 3}, "prompt", "a string or an array"),
         ("/v1/embeddings", {"model": "m", "input": {}}, "input", "got object"),
-        ("/v1/embeddings", {"model": "m", "input": "x", "stream": True}, "stream", "cannot be streamed"),
+        (
+            "/v1/embeddings",
+            {"model": "m", "input": "x", "stream": True},
+            "stream",
+            "cannot be streamed",
+        ),
     ],
 )
 @responses.activate
-def test_bad_bodies_are_400(client: FlaskClient, path: str, body: Any, param: str | None,
-                            fragment: str) -> None:
+def test_bad_bodies_are_400(
+    client: FlaskClient, path: str, body: Any, param: str | None, fragment: str
+) -> None:
     if isinstance(body, bytes):
         resp = client.post(path, data=body, headers=HEADERS)
     else:
@@ -67,6 +97,9 @@ def test_bad_bodies_are_400(client: FlaskClient, path: str, body: Any, param: st
 @responses.activate
 def test_form_content_type_from_plain_curl_is_accepted(client: FlaskClient) -> None:
     responses.post("http://upstream.test/v1/chat/completions", json={"choices": []})
-    resp = client.post("/v1/chat/completions", data='{"model": "m", "messages": [{"role": "user", "content": "x"}]}',
-                       headers={**HEADERS, "Content-Type": "application/x-www-form-urlencoded"})
+    resp = client.post(
+        "/v1/chat/completions",
+        data='{"model": "m", "messages": [{"role": "user", "content": "x"}]}',
+        headers={**HEADERS, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert resp.status_code == 200

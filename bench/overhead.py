@@ -1,0 +1,144 @@
+"""Gateway overhead: direct calls to a fast fake upstream vs the same calls through ProxyAPI.
+
+Starts ``bench/fast_upstream.py`` and the gateway under gunicorn (as ``gunicorn.conf.py`` runs
+it), then measures, in one run on one machine, with ``wrk`` (Debian package ``wrk``):
+
+- latency p50/p99 at concurrency 1 (non-streaming chat), direct and through the gateway;
+- requests/s at concurrency 16, direct and through the gateway;
+- RSS of each gateway worker after the load.
+
+Run: ``python bench/overhead.py [--workers 2] [--duration 10]``. Prints a table and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT_KEY = "bench-client-key"
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def start_upstream() -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fast_upstream.py"), "0"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline().split()[-1])
+    return proc, port
+
+
+def start_gateway(upstream_port: int, workers: int, threads: int, tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    config = tmp / "bench.yaml"
+    config.write_text(json.dumps({
+        "auth": {"keys": [{"name": "bench", "key_env": "BENCH_KEY"}]},
+        "providers": [{"name": "fake", "type": "openai", "base_url": f"http://127.0.0.1:{upstream_port}/v1",
+                       "api_key_env": "BENCH_UPSTREAM_KEY", "models": ["gpt-4o-mini"]}],
+    }))
+    log = tmp / "gateway.log"
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+           "PROXYAPI_CONFIG": str(config), "BENCH_KEY": CLIENT_KEY, "BENCH_UPSTREAM_KEY": "sk-bench",
+           "GUNICORN_BIND": "127.0.0.1:0", "WEB_CONCURRENCY": str(workers),
+           "GUNICORN_THREADS": str(threads)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())
+        if match:
+            port = int(match.group(1))
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                    return proc, port, log
+            except requests.ConnectionError:
+                pass
+        time.sleep(0.1)
+    raise SystemExit(f"gateway did not start:\n{log.read_text()}")
+
+
+def wrk(url: str, connections: int, duration: int, headers: dict[str, str], tmp: Path) -> dict[str, float]:
+    script = tmp / "post.lua"
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(BODY))}",
+             'wrk.headers["Content-Type"] = "application/json"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{duration}s",
+                          "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"wrk saw errors:\n{out}")
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+        result[f"p{pct}"] = float(value) * _UNITS[unit]
+    return result
+
+
+def worker_rss_mb(log: Path) -> list[float]:
+    rss = []
+    for pid in re.findall(r"Booting worker with pid: (\d+)", log.read_text()):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            continue
+        kb = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+        rss.append(kb / 1024)
+    return rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install -y wrk")
+    tmp = Path(tempfile.mkdtemp(prefix="proxyapi-bench-"))
+    upstream, up_port = start_upstream()
+    gateway, gw_port, log = start_gateway(up_port, args.workers, args.threads, tmp)
+    try:
+        direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+        gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
+        check = requests.post(gw_url, json=BODY, headers=auth, timeout=5)
+        assert check.status_code == 200, check.text
+        wrk(gw_url, 16, 2, auth, tmp)  # warm-up: imports, pools, caches
+        results = {}
+        for name, url, headers in (("direct", direct_url, {}), ("gateway", gw_url, auth)):
+            results[name] = {"c1": wrk(url, 1, args.duration, headers, tmp),
+                             "c16": wrk(url, 16, args.duration, headers, tmp)}
+        rss = worker_rss_mb(log)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(timeout=30)
+        upstream.terminate()
+        upstream.wait(timeout=10)
+    d, g = results["direct"], results["gateway"]
+    print(f"machine: {os.cpu_count()} cores; gateway: {args.workers} workers x {args.threads} threads (gthread)")
+    print(f"{'':28}{'direct':>12}{'gateway':>12}{'ratio':>10}")
+    for label, key, conc in (("latency p50 c=1 (ms)", "p50", "c1"), ("latency p99 c=1 (ms)", "p99", "c1"),
+                             ("latency p50 c=16 (ms)", "p50", "c16"), ("requests/s c=16", "rps", "c16")):
+        dv, gv = d[conc][key], g[conc][key]
+        print(f"{label:28}{dv:>12.3f}{gv:>12.3f}{gv / dv:>10.2f}")
+    print(f"added latency p50 at c=1: {g['c1']['p50'] - d['c1']['p50']:.3f} ms")
+    print(f"gateway throughput at c=16: {g['c16']['rps']:.0f} req/s "
+          f"({g['c16']['rps'] / d['c16']['rps']:.2f} of direct)")
+    print("RSS per worker (MB): " + ", ".join(f"{r:.1f}" for r in rss))
+
+
+if __name__ == "__main__":
+    main()
