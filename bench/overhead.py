@@ -33,28 +33,55 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
 def start_upstream() -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fast_upstream.py"), "0"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "fast_upstream.py"), "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     port = int(proc.stdout.readline().split()[-1])
     return proc, port
 
 
-def start_gateway(upstream_port: int, workers: int, threads: int, tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_gateway(
+    upstream_port: int, workers: int, threads: int, tmp: Path
+) -> tuple[subprocess.Popen[bytes], int, Path]:
     config = tmp / "bench.yaml"
-    config.write_text(json.dumps({
-        "auth": {"keys": [{"name": "bench", "key_env": "BENCH_KEY"}]},
-        "providers": [{"name": "fake", "type": "openai", "base_url": f"http://127.0.0.1:{upstream_port}/v1",
-                       "api_key_env": "BENCH_UPSTREAM_KEY", "models": ["gpt-4o-mini"]}],
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "auth": {"keys": [{"name": "bench", "key_env": "BENCH_KEY"}]},
+                "providers": [
+                    {
+                        "name": "fake",
+                        "type": "openai",
+                        "base_url": f"http://127.0.0.1:{upstream_port}/v1",
+                        "api_key_env": "BENCH_UPSTREAM_KEY",
+                        "models": ["gpt-4o-mini"],
+                    }
+                ],
+            }
+        )
+    )
     log = tmp / "gateway.log"
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
-           "PROXYAPI_CONFIG": str(config), "BENCH_KEY": CLIENT_KEY, "BENCH_UPSTREAM_KEY": "sk-bench",
-           "GUNICORN_BIND": "127.0.0.1:0", "WEB_CONCURRENCY": str(workers),
-           "GUNICORN_THREADS": str(threads)}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PROXYAPI_CONFIG": str(config),
+        "BENCH_KEY": CLIENT_KEY,
+        "BENCH_UPSTREAM_KEY": "sk-bench",
+        "GUNICORN_BIND": "127.0.0.1:0",
+        "WEB_CONCURRENCY": str(workers),
+        "GUNICORN_THREADS": str(threads),
+    }
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())
@@ -69,15 +96,35 @@ def start_gateway(upstream_port: int, workers: int, threads: int, tmp: Path) -> 
     raise SystemExit(f"gateway did not start:\n{log.read_text()}")
 
 
-def wrk(url: str, connections: int, duration: int, headers: dict[str, str], tmp: Path) -> dict[str, float]:
+def wrk(
+    url: str, connections: int, duration: int, headers: dict[str, str], tmp: Path
+) -> dict[str, float]:
     script = tmp / "post.lua"
-    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(BODY))}",
-             'wrk.headers["Content-Type"] = "application/json"']
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = {json.dumps(json.dumps(BODY))}",
+        'wrk.headers["Content-Type"] = "application/json"',
+    ]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
     script.write_text("\n".join(lines) + "\n")
-    out = subprocess.run(["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{duration}s",
-                          "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(min(connections, 2)),
+            "-c",
+            str(connections),
+            "-d",
+            f"{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
@@ -119,8 +166,10 @@ def main() -> None:
         wrk(gw_url, 16, 2, auth, tmp)  # warm-up: imports, pools, caches
         results = {}
         for name, url, headers in (("direct", direct_url, {}), ("gateway", gw_url, auth)):
-            results[name] = {"c1": wrk(url, 1, args.duration, headers, tmp),
-                             "c16": wrk(url, 16, args.duration, headers, tmp)}
+            results[name] = {
+                "c1": wrk(url, 1, args.duration, headers, tmp),
+                "c16": wrk(url, 16, args.duration, headers, tmp),
+            }
         rss = worker_rss_mb(log)
     finally:
         gateway.send_signal(signal.SIGTERM)
@@ -128,15 +177,23 @@ def main() -> None:
         upstream.terminate()
         upstream.wait(timeout=10)
     d, g = results["direct"], results["gateway"]
-    print(f"machine: {os.cpu_count()} cores; gateway: {args.workers} workers x {args.threads} threads (gthread)")
+    print(
+        f"machine: {os.cpu_count()} cores; gateway: {args.workers} workers x {args.threads} threads (gthread)"
+    )
     print(f"{'':28}{'direct':>12}{'gateway':>12}{'ratio':>10}")
-    for label, key, conc in (("latency p50 c=1 (ms)", "p50", "c1"), ("latency p99 c=1 (ms)", "p99", "c1"),
-                             ("latency p50 c=16 (ms)", "p50", "c16"), ("requests/s c=16", "rps", "c16")):
+    for label, key, conc in (
+        ("latency p50 c=1 (ms)", "p50", "c1"),
+        ("latency p99 c=1 (ms)", "p99", "c1"),
+        ("latency p50 c=16 (ms)", "p50", "c16"),
+        ("requests/s c=16", "rps", "c16"),
+    ):
         dv, gv = d[conc][key], g[conc][key]
         print(f"{label:28}{dv:>12.3f}{gv:>12.3f}{gv / dv:>10.2f}")
     print(f"added latency p50 at c=1: {g['c1']['p50'] - d['c1']['p50']:.3f} ms")
-    print(f"gateway throughput at c=16: {g['c16']['rps']:.0f} req/s "
-          f"({g['c16']['rps'] / d['c16']['rps']:.2f} of direct)")
+    print(
+        f"gateway throughput at c=16: {g['c16']['rps']:.0f} req/s "
+        f"({g['c16']['rps'] / d['c16']['rps']:.2f} of direct)"
+    )
     print("RSS per worker (MB): " + ", ".join(f"{r:.1f}" for r in rss))
 
 

@@ -6,7 +6,9 @@ cutting an idle stream, and it is the write that reveals a client which has gone
 (A read timeout on the upstream socket cannot do this: a timeout in the middle of a chunked
 read leaves urllib3's response in an unknown state.)
 
-Only whole events are forwarded, so a heartbeat or an error event never lands inside one.
+Only whole events are forwarded, so a heartbeat or an error event never lands inside one. A
+stream that ends without ``data: [DONE]`` was cut short upstream; the client gets an error
+event rather than an answer that merely looks complete.
 When the client disconnects, gunicorn closes this generator; its ``finally`` aborts the
 upstream read at once, and the helper closes the upstream connection, so the provider stops
 generating.
@@ -14,6 +16,7 @@ generating.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import queue
@@ -26,6 +29,7 @@ from proxyapi.upstream import OpenedStream
 log = logging.getLogger(__name__)
 
 HEARTBEAT = b": ping\n\n"
+DONE_EVENT = b"data: [DONE]"
 # Chunks buffered between the upstream reader and a slow client before the reader waits
 # (which in turn applies TCP back-pressure to the provider).
 QUEUE_CHUNKS = 256
@@ -79,9 +83,16 @@ def relay(stream: OpenedStream, heartbeat: float) -> Iterator[bytes]:
             if close is not None:
                 close()
 
-    reader = threading.Thread(target=pump, name=f"sse-{stream.provider}", daemon=True)
+    # The helper runs in a copy of this context, so its log lines carry the request id.
+    reader = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(pump,),
+        name=f"sse-{stream.provider}",
+        daemon=True,
+    )
     reader.start()
     pending = bytearray()
+    done_seen = False
     try:
         while True:
             try:
@@ -91,9 +102,18 @@ def relay(stream: OpenedStream, heartbeat: float) -> Iterator[bytes]:
                     yield HEARTBEAT
                 continue
             if item is _END:
-                if pending.strip():
-                    # The upstream ended mid-event: close the event so the client parses it.
-                    yield bytes(pending) + b"\n\n"
+                if DONE_EVENT in pending:  # a last event without its blank line
+                    yield bytes(pending).rstrip(b"\r\n") + b"\n\n"
+                    done_seen = True
+                if not done_seen:
+                    log.warning("stream from provider %s ended without [DONE]", stream.provider)
+                    yield sse_error_event(
+                        UpstreamError(
+                            f"The stream from provider '{stream.provider}' ended before it "
+                            "was complete.",
+                            error_code="upstream_stream_truncated",
+                        )
+                    )
                 return
             if isinstance(item, ProxyAPIError):
                 yield sse_error_event(item)
@@ -104,6 +124,7 @@ def relay(stream: OpenedStream, heartbeat: float) -> Iterator[bytes]:
             if end:
                 out = bytes(pending[:end])
                 del pending[:end]
+                done_seen = done_seen or DONE_EVENT in out
                 yield out
     finally:
         client_gone.set()

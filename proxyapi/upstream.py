@@ -160,7 +160,11 @@ class Upstream:
             finally:
                 resp.close()
         _check_status(adapter, reply)
-        return Answer(target.provider.name, adapter.parse(op, reply))
+        try:
+            return Answer(target.provider.name, adapter.parse(op, reply))
+        except UpstreamMalformed as exc:
+            log.warning("provider %s: %s", target.provider.name, exc.description)
+            raise
 
     def open_stream(
         self, targets: list[Target], op: Operation, body: Mapping[str, Any]
@@ -238,6 +242,8 @@ def _check_status(adapter: Adapter, reply: UpstreamReply) -> None:
     if 200 <= status < 300:
         return
     name = adapter.provider.name
+    if status in (401, 403) or status >= 500 or status < 400:
+        log.warning("provider %s answered HTTP %s", name, status)
     if status in (401, 403):
         # The provider refused *our* credentials: a gateway misconfiguration, never the
         # client's 401.
@@ -285,7 +291,7 @@ def _translated(provider: ProviderConfig) -> Iterator[None]:
         ) from exc
     except requests.exceptions.ConnectionError as exc:
         log.warning("provider %s: connection failed: %s", name, exc)
-        if _caused_by(exc, urllib3.exceptions.ReadTimeoutError):
+        if _is_read_timeout(exc):
             raise UpstreamTimeout(
                 f"Provider '{name}' sent nothing for {provider.timeout.read:g}s."
             ) from exc
@@ -303,18 +309,10 @@ def _translated(provider: ProviderConfig) -> Iterator[None]:
         ) from exc
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, kind) or any(isinstance(a, kind) for a in seen.args):
-            return True
-        reason = getattr(seen, "reason", None)
-        if isinstance(reason, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-        if seen is exc:
-            break
-    return False
+def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
+    """Tell a read timeout that exhausted urllib3's retries (requests calls it ConnectionError)."""
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    return isinstance(reason, urllib3.exceptions.ReadTimeoutError)
 
 
 def init_app(app: Flask, config: Config) -> None:

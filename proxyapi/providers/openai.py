@@ -41,6 +41,9 @@ class OpenAIAdapter(Adapter):
             "Accept": "text/event-stream" if stream else "application/json",
             "User-Agent": USER_AGENT,
         }
+        if stream:
+            # A compressor upstream may hold events back until its buffer fills.
+            headers["Accept-Encoding"] = "identity"
         if self.provider.api_key:
             headers["Authorization"] = f"Bearer {self.provider.api_key}"
         return headers

@@ -40,6 +40,7 @@ class Fault:
     stall_after: int | None = None  # after this many stream events, go silent
     stall_for: float = 30.0
     reset_after: int | None = None  # after this many stream events, reset the connection
+    end_after: int | None = None  # after this many stream events, end cleanly (no [DONE])
     content_type: str | None = None
 
 
@@ -369,6 +370,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if fault.reset_after is not None and i == fault.reset_after:
                     self._reset()
                     return
+                if fault.end_after is not None and i == fault.end_after:
+                    break
                 if fault.stall_after is not None and i == fault.stall_after:
                     self.fake.stopping.wait(fault.stall_for)
                 data = event if isinstance(event, str) else json.dumps(event)

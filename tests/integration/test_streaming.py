@@ -113,3 +113,35 @@ def test_concurrent_streams_run_side_by_side(gateway: GatewayProcess, fake: Fake
         list(pool.map(lambda _: one(), range(6)))
     # Six 1.2 s streams on one worker with 8 threads finish together, not one after another.
     assert time.monotonic() - started < 4.0
+
+
+def test_stream_cut_short_upstream_ends_with_an_error_event(
+    gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
+    fake.script(Fault(chunks=5, end_after=3))  # a clean end of the HTTP body, but no [DONE]
+    resp = requests.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=CHAT,
+        stream=True,
+        timeout=10,
+        headers={"Authorization": f"Bearer {ALICE_KEY}", "X-Request-ID": "cut-short-1"},
+    )
+    events = [e for e in b"".join(resp.iter_content(None)).split(b"\n\n") if e]
+    assert b"tok1" in events[2]
+    assert json.loads(events[-1][6:])["error"]["code"] == "upstream_stream_truncated"
+    assert "[cut-short-1] proxyapi.streaming: stream from provider fake ended" in gateway.logs()
+
+
+def test_upstream_failure_inside_a_stream_is_logged_with_the_request_id(
+    gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
+    fake.script(Fault(chunks=5, reset_after=3))
+    resp = requests.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=CHAT,
+        timeout=10,
+        headers={"Authorization": f"Bearer {ALICE_KEY}", "X-Request-ID": "reset-mid-1"},
+    )
+    assert b"upstream_connection_broken" in resp.content
+    # The upstream is read on the relay's helper thread; its log line still carries the id.
+    assert "[reset-mid-1] proxyapi.upstream: provider fake: connection broke" in gateway.logs()

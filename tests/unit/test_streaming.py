@@ -47,17 +47,29 @@ def test_relays_only_whole_events_in_order() -> None:
 
 
 def test_crlf_events_count_as_whole() -> None:
-    out = list(relay(Source(b"data: 1\r\n\r\n").stream(), heartbeat=5))
-    assert out == [b"data: 1\r\n\r\n"]
+    out = list(relay(Source(b"data: 1\r\n\r\ndata: [DONE]\r\n\r\n").stream(), heartbeat=5))
+    assert out == [b"data: 1\r\n\r\ndata: [DONE]\r\n\r\n"]
+
+
+def test_last_event_without_blank_line_is_completed() -> None:
+    out = list(relay(Source(b"data: 1\n\ndata: [DONE]\n").stream(), heartbeat=5))
+    assert out == [b"data: 1\n\n", b"data: [DONE]\n\n"]
+
+
+def test_stream_ending_without_done_gets_an_error_event() -> None:
+    out = list(relay(Source(b"data: 1\n\ndata: 2\n\ndata: par").stream(), heartbeat=5))
+    assert out[0] == b"data: 1\n\ndata: 2\n\n"
+    err = json.loads(out[1][6:])["error"]
+    assert err["code"] == "upstream_stream_truncated" and len(out) == 2
 
 
 def test_heartbeat_while_upstream_is_silent_but_not_inside_an_event() -> None:
-    src = Source(b"data: 1\n\n", 0.35, b"data: 2\n\n", b"data: half", 0.35, b"\n\n")
+    src = Source(b"data: 1\n\n", 0.35, b"data: 2\n\n", b"data: half", 0.35, b"\n\ndata: [DONE]\n\n")
     out = list(relay(src.stream(), heartbeat=0.1))
     assert out[0] == b"data: 1\n\n"
     first_gap = out[1 : out.index(b"data: 2\n\n")]
     assert first_gap and all(x == HEARTBEAT for x in first_gap)
-    assert out[-1] == b"data: half\n\n"
+    assert out[-1] == b"data: half\n\ndata: [DONE]\n\n"
     assert out[-2] == b"data: 2\n\n"  # no heartbeat was injected inside "data: half"
 
 
@@ -85,4 +97,5 @@ def test_client_leaving_aborts_and_closes_the_upstream() -> None:
 
 def test_unexpected_bug_in_the_reader_ends_with_an_error_event() -> None:
     out = list(relay(Source(b"data: 1\n\n", ValueError("bug")).stream(), heartbeat=5))
+    assert len(out) == 2
     assert json.loads(out[-1][6:])["error"]["type"] == "upstream_error"
