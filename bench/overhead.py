@@ -178,7 +178,8 @@ def main() -> None:
         upstream.wait(timeout=10)
     d, g = results["direct"], results["gateway"]
     print(
-        f"machine: {os.cpu_count()} cores; gateway: {args.workers} workers x {args.threads} threads (gthread)"
+        f"machine: {os.cpu_count()} cores; "
+        f"gateway: {args.workers} workers x {args.threads} threads (gthread)"
     )
     print(f"{'':28}{'direct':>12}{'gateway':>12}{'ratio':>10}")
     for label, key, conc in (

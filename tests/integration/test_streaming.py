@@ -15,6 +15,18 @@ from tests.fakes.upstream import FakeUpstream, Fault
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
+def stream_body(gw: GatewayProcess, request_id: str | None = None, timeout: float = 15) -> bytes:
+    """POST a streaming chat request and return the whole SSE body."""
+    headers = {"Authorization": f"Bearer {ALICE_KEY}"}
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    resp = requests.post(
+        f"{gw.url}/v1/chat/completions", json=CHAT, timeout=timeout, headers=headers
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.content
+
+
 def raw_stream_request(gw: GatewayProcess) -> socket.socket:
     body = json.dumps(CHAT).encode()
     sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
@@ -58,14 +70,7 @@ def test_client_disconnect_closes_the_upstream_promptly(
 def test_heartbeats_while_upstream_is_silent(gateway: GatewayProcess, fake: FakeUpstream) -> None:
     # heartbeat_interval is 1 s in the test config; the upstream stalls for 2.5 s after 2 events.
     fake.script(Fault(chunks=3, stall_after=2, stall_for=2.5))
-    resp = requests.post(
-        f"{gateway.url}/v1/chat/completions",
-        json=CHAT,
-        stream=True,
-        timeout=10,
-        headers={"Authorization": f"Bearer {ALICE_KEY}"},
-    )
-    body = b"".join(resp.iter_content(None))
+    body = stream_body(gateway)
     assert body.count(b": ping\n\n") >= 2
     before, _, after = body.partition(b": ping\n\n")
     assert before.endswith(b"\n\n") and b"tok0" in before and b"tok1" in after
@@ -77,16 +82,8 @@ def test_stalled_stream_ends_with_a_timeout_event(
 ) -> None:
     # read timeout is 3 s in the test config; the upstream goes silent for 6 s.
     fake.script(Fault(chunks=3, stall_after=2, stall_for=6))
-    resp = requests.post(
-        f"{gateway.url}/v1/chat/completions",
-        json=CHAT,
-        stream=True,
-        timeout=15,
-        headers={"Authorization": f"Bearer {ALICE_KEY}"},
-    )
-    events = [
-        e for e in b"".join(resp.iter_content(None)).split(b"\n\n") if e.startswith(b"data: ")
-    ]
+    content = stream_body(gateway)
+    events = [e for e in content.split(b"\n\n") if e.startswith(b"data: ")]
     last = json.loads(events[-1][6:])
     assert last["error"]["type"] == "timeout" and last["error"]["code"] == "upstream_timeout"
     assert b"[DONE]" not in events[-1]
@@ -99,13 +96,8 @@ def test_concurrent_streams_run_side_by_side(gateway: GatewayProcess, fake: Fake
 
     def one() -> float:
         started = time.monotonic()
-        resp = requests.post(
-            f"{gateway.url}/v1/chat/completions",
-            json=CHAT,
-            timeout=15,
-            headers={"Authorization": f"Bearer {ALICE_KEY}"},
-        )
-        assert resp.content.endswith(b"data: [DONE]\n\n")
+        content = stream_body(gateway)
+        assert content.endswith(b"data: [DONE]\n\n")
         return time.monotonic() - started
 
     started = time.monotonic()
@@ -119,14 +111,8 @@ def test_stream_cut_short_upstream_ends_with_an_error_event(
     gateway: GatewayProcess, fake: FakeUpstream
 ) -> None:
     fake.script(Fault(chunks=5, end_after=3))  # a clean end of the HTTP body, but no [DONE]
-    resp = requests.post(
-        f"{gateway.url}/v1/chat/completions",
-        json=CHAT,
-        stream=True,
-        timeout=10,
-        headers={"Authorization": f"Bearer {ALICE_KEY}", "X-Request-ID": "cut-short-1"},
-    )
-    events = [e for e in b"".join(resp.iter_content(None)).split(b"\n\n") if e]
+    content = stream_body(gateway, "cut-short-1")
+    events = [e for e in content.split(b"\n\n") if e]
     assert b"tok1" in events[2]
     assert json.loads(events[-1][6:])["error"]["code"] == "upstream_stream_truncated"
     assert "[cut-short-1] proxyapi.streaming: stream from provider fake ended" in gateway.logs()
@@ -136,12 +122,7 @@ def test_upstream_failure_inside_a_stream_is_logged_with_the_request_id(
     gateway: GatewayProcess, fake: FakeUpstream
 ) -> None:
     fake.script(Fault(chunks=5, reset_after=3))
-    resp = requests.post(
-        f"{gateway.url}/v1/chat/completions",
-        json=CHAT,
-        timeout=10,
-        headers={"Authorization": f"Bearer {ALICE_KEY}", "X-Request-ID": "reset-mid-1"},
-    )
-    assert b"upstream_connection_broken" in resp.content
+    content = stream_body(gateway, "reset-mid-1")
+    assert b"upstream_connection_broken" in content
     # The upstream is read on the relay's helper thread; its log line still carries the id.
     assert "[reset-mid-1] proxyapi.upstream: provider fake: connection broke" in gateway.logs()
