@@ -169,7 +169,7 @@ def render_error(exc: HTTPException) -> Response:
         body = error_body(message, TYPE_BY_STATUS.get(status, "server_error"), None, code)
         # Keep what Werkzeug put there on purpose (Allow on 405, Retry-After on 429), not HTML.
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-    request_id = g.get("request_id") if g else None
+    request_id = g.get("request_id")
     if status >= 500 and request_id:
         body["error"]["message"] += f" (request id {request_id})"
     secrets = current_app.extensions.get("proxyapi.secrets", ())

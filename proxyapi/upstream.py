@@ -56,7 +56,6 @@ class Answer:
 
     provider: str
     body: bytes
-    attempts: int = 1
 
 
 @dataclass
@@ -70,7 +69,6 @@ class OpenedStream:
     provider: str
     chunks: Iterator[bytes]
     abort: Callable[[], None]
-    attempts: int = 1
 
 
 class _ProcessClients:
@@ -95,11 +93,6 @@ class _ProcessClients:
             )
             self.proxies[name] = requests.utils.get_environ_proxies(p.base_url)
 
-    def close(self) -> None:
-        for adapter in self.adapters.values():
-            adapter.close()
-        self.session.close()
-
 
 class Upstream:
     """Sends OpenAI operations to providers and returns OpenAI-shaped answers."""
@@ -121,13 +114,6 @@ class Upstream:
                     # A pool inherited through fork shares sockets with the parent: start fresh.
                     clients = self._clients = _ProcessClients(self.providers)
         return clients
-
-    def close(self) -> None:
-        """Close this process's pooled connections."""
-        with self._lock:
-            if self._clients is not None and self._clients.pid == os.getpid():
-                self._clients.close()
-            self._clients = None
 
     def _send(self, provider: ProviderConfig, call: UpstreamRequest) -> requests.Response:
         clients = self._process_clients()
