@@ -9,7 +9,9 @@
           ├── UpstreamRejected         the provider's own 4xx, relayed with its status
           ├── UpstreamError            502 upstream_error (unreachable, 5xx, refused our key)
           │    └── UpstreamMalformed   502 the provider answered something that is not an answer
+          ├── ServiceUnavailable       503 every candidate's circuit is open (Retry-After)
           └── UpstreamTimeout          504 timeout
+               └── DeadlineExceeded    504 the request's end-to-end deadline passed
 
 Werkzeug's own exceptions (an unknown route, 405, 413, and the 500 that Flask raises for an
 unhandled exception) go through the same handler, typed by their status. The body never holds a
@@ -110,11 +112,23 @@ class UpstreamMalformed(UpstreamError):
     description = "The upstream provider sent a malformed response."
 
 
+class ServiceUnavailable(ProxyAPIError):
+    code = 503
+    type = "service_unavailable"
+    error_code = "circuit_open"
+    description = "No provider can take the request right now."
+
+
 class UpstreamTimeout(ProxyAPIError):
     code = 504
     type = "timeout"
     error_code = "upstream_timeout"
     description = "The upstream provider did not answer in time."
+
+
+class DeadlineExceeded(UpstreamTimeout):
+    error_code = "deadline_exceeded"
+    description = "The request did not complete within its deadline."
 
 
 class UpstreamRejected(ProxyAPIError):

@@ -1,13 +1,15 @@
 """Model routing: which providers may serve a requested model, in the order to try them.
 
-A provider serves a model when its ``models`` list names it exactly or by a glob
-(``gpt-4o*``, ``*``). ``<provider>/<model>`` forces one provider and strips the prefix.
-Exact listings win over a prefix (OpenRouter's own ids look like ``openai/gpt-4o``), and a
-prefix wins over globs.
+An alias from the config's ``models:`` section names its targets in order. Otherwise a provider
+serves a model when its ``models`` list names it exactly or by a glob (``gpt-4o*``, ``*``),
+and candidates are tried lowest ``priority`` first. ``<provider>/<model>`` forces one provider
+and strips the prefix. Exact listings win over a prefix (OpenRouter's own ids look like
+``openai/gpt-4o``), and a prefix wins over globs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
@@ -36,13 +38,26 @@ def is_glob(pattern: str) -> bool:
     return not _GLOB_CHARS.isdisjoint(pattern)
 
 
+def lists_model(patterns: tuple[str, ...], model: str) -> bool:
+    """Tell whether a ``models`` list names ``model`` exactly or by a glob."""
+    return model in patterns or any(is_glob(p) and fnmatchcase(model, p) for p in patterns)
+
+
 class Router:
     """Resolves model names to candidate providers, lowest ``priority`` first."""
 
-    def __init__(self, providers: tuple[ProviderConfig, ...]) -> None:
+    def __init__(
+        self,
+        providers: tuple[ProviderConfig, ...],
+        aliases: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
+    ) -> None:
         # sorted() is stable, so equal priorities keep their order in the config file.
         self.providers = tuple(sorted(providers, key=lambda p: p.priority))
         self._by_name = {p.name: p for p in self.providers}
+        self.aliases = {
+            alias: [Target(self._by_name[name], model) for name, model in targets]
+            for alias, targets in (aliases or {}).items()
+        }
         self._exact = {p.name: frozenset(m for m in p.models if not is_glob(m)) for p in providers}
         self._globs = {p.name: tuple(m for m in p.models if is_glob(m)) for p in providers}
 
@@ -54,6 +69,8 @@ class Router:
 
     def resolve(self, model: str) -> list[Target]:
         """Return the providers to try for ``model``; raise ModelNotFound if none serves it."""
+        if model in self.aliases:
+            return list(self.aliases[model])
         if any(model in self._exact[p.name] for p in self.providers):
             return [Target(p, model) for p in self.providers if self.serves(p, model)]
         prefix, sep, rest = model.partition("/")
@@ -89,4 +106,4 @@ class Router:
 
 def init_app(app: Flask, config: Config) -> None:
     """Build the router for ``config`` and keep it in ``app.extensions``."""
-    app.extensions[EXTENSION] = Router(config.providers)
+    app.extensions[EXTENSION] = Router(config.providers, config.aliases)

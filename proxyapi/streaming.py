@@ -6,12 +6,13 @@ cutting an idle stream, and it is the write that reveals a client which has gone
 (A read timeout on the upstream socket cannot do this: a timeout in the middle of a chunked
 read leaves urllib3's response in an unknown state.)
 
-Only whole events are forwarded, so a heartbeat or an error event never lands inside one. A
-stream that ends without ``data: [DONE]`` was cut short upstream; the client gets an error
-event rather than an answer that merely looks complete.
-When the client disconnects, gunicorn closes this generator; its ``finally`` aborts the
-upstream read at once, and the helper closes the upstream connection, so the provider stops
-generating.
+A :class:`Relay` first waits, before anything is sent to the client, for the first whole event
+(:meth:`Relay.wait_first`): until then the fallback loop may still try another provider. Only
+whole events are forwarded, so a heartbeat or an error event never lands inside one. A stream
+that ends without ``data: [DONE]`` was cut short upstream; the client gets an error event
+rather than an answer that merely looks complete. When the client disconnects, gunicorn closes
+the body generator; its ``finally`` aborts the upstream read at once, and the helper closes the
+upstream connection, so the provider stops generating.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
-from proxyapi.errors import ProxyAPIError, UpstreamError
-from proxyapi.upstream import OpenedStream
+from proxyapi.errors import ProxyAPIError, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,15 @@ QUEUE_CHUNKS = 256
 # How often a reader blocked on a full queue looks whether the client has left.
 _PUT_POLL = 0.5
 _END = object()
+
+
+class ChunkSource(Protocol):
+    """An upstream stream: OpenAI SSE bytes, and a thread-safe way to interrupt reading them."""
+
+    provider: str
+    chunks: Iterator[bytes]
+
+    def abort(self) -> None: ...
 
 
 def sse_error_event(exc: ProxyAPIError) -> bytes:
@@ -53,79 +64,149 @@ def _event_end(buf: bytes | bytearray) -> int:
     return end
 
 
-def relay(stream: OpenedStream, heartbeat: float) -> Iterator[bytes]:
-    """Yield whole SSE events from ``stream``, heartbeats while it is silent, then the end."""
-    items: queue.Queue[object] = queue.Queue(maxsize=QUEUE_CHUNKS)
-    client_gone = threading.Event()
+class Relay:
+    """Reads one upstream stream on a helper thread and hands out whole events."""
 
-    def put(item: object) -> bool:
-        while not client_gone.is_set():
+    def __init__(self, source: ChunkSource, heartbeat: float) -> None:
+        self.source = source
+        self.heartbeat = heartbeat
+        # Called once when the body ends: with the error that ended it, or None.
+        self.on_finish: Callable[[ProxyAPIError | None], None] | None = None
+        self._items: queue.Queue[object] = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self._client_gone = threading.Event()
+        self._pending = bytearray()
+        self._ready = b""  # whole events read by wait_first, not yet sent
+        self._done_seen = False
+        # The helper runs in a copy of this context, so its log lines carry the request id.
+        self._reader = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._pump,),
+            name=f"sse-{source.provider}",
+            daemon=True,
+        )
+        self._reader.start()
+
+    # ------------------------------------------------------------------ helper thread
+
+    def _put(self, item: object) -> bool:
+        while not self._client_gone.is_set():
             try:
-                items.put(item, timeout=_PUT_POLL)
+                self._items.put(item, timeout=_PUT_POLL)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def pump() -> None:
+    def _pump(self) -> None:
+        chunks = self.source.chunks
         try:
-            for chunk in stream.chunks:
-                if not put(chunk):
+            for chunk in chunks:
+                if not self._put(chunk):
                     return
-            put(_END)
+            self._put(_END)
         except ProxyAPIError as exc:
-            put(exc)
+            self._put(exc)
         except Exception:  # a bug, not an upstream failure: log it, end the stream cleanly
-            log.exception("stream relay from provider %s failed", stream.provider)
-            put(UpstreamError(f"The stream from provider '{stream.provider}' failed."))
+            log.exception("stream relay from provider %s failed", self.source.provider)
+            self._put(UpstreamError(f"The stream from provider '{self.source.provider}' failed."))
         finally:
-            close = getattr(stream.chunks, "close", None)
+            close = getattr(chunks, "close", None)
             if close is not None:
                 close()
 
-    # The helper runs in a copy of this context, so its log lines carry the request id.
-    reader = threading.Thread(
-        target=contextvars.copy_context().run,
-        args=(pump,),
-        name=f"sse-{stream.provider}",
-        daemon=True,
-    )
-    reader.start()
-    pending = bytearray()
-    done_seen = False
-    try:
-        while True:
+    # ------------------------------------------------------------------ response thread
+
+    def _take(self, chunk: bytes) -> bytes:
+        """Add upstream bytes; return the whole events now complete (maybe none)."""
+        self._pending += chunk
+        end = _event_end(self._pending)
+        if not end:
+            return b""
+        out = bytes(self._pending[:end])
+        del self._pending[:end]
+        self._done_seen = self._done_seen or DONE_EVENT in out
+        return out
+
+    def _ending(self) -> tuple[bytes, ProxyAPIError | None]:
+        """What to send when the upstream ended: its last event, or a truncation error."""
+        if DONE_EVENT in self._pending:  # a last event without its blank line
+            return bytes(self._pending).rstrip(b"\r\n") + b"\n\n", None
+        if self._done_seen:
+            return b"", None
+        log.warning("stream from provider %s ended without [DONE]", self.source.provider)
+        error = UpstreamError(
+            f"The stream from provider '{self.source.provider}' ended before it was complete.",
+            error_code="upstream_stream_truncated",
+        )
+        return sse_error_event(error), error
+
+    def wait_first(self, timeout: float) -> None:
+        """Wait for the first whole event; raise the upstream's error, or a timeout, instead.
+
+        On failure the upstream has been aborted, and nothing has been sent to the client.
+        """
+        until = time.monotonic() + timeout
+        while not self._ready:
+            left = until - time.monotonic()
             try:
-                item = items.get(timeout=heartbeat)
+                item = self._items.get(timeout=max(left, 0.0)) if left > 0 else _TIMED_OUT
             except queue.Empty:
-                if not pending:
-                    yield HEARTBEAT
-                continue
-            if item is _END:
-                if DONE_EVENT in pending:  # a last event without its blank line
-                    yield bytes(pending).rstrip(b"\r\n") + b"\n\n"
-                    done_seen = True
-                if not done_seen:
-                    log.warning("stream from provider %s ended without [DONE]", stream.provider)
-                    yield sse_error_event(
-                        UpstreamError(
-                            f"The stream from provider '{stream.provider}' ended before it "
-                            "was complete.",
-                            error_code="upstream_stream_truncated",
-                        )
-                    )
-                return
-            if isinstance(item, ProxyAPIError):
-                yield sse_error_event(item)
-                return
-            assert isinstance(item, bytes)
-            pending += item
-            end = _event_end(pending)
-            if end:
-                out = bytes(pending[:end])
-                del pending[:end]
-                done_seen = done_seen or DONE_EVENT in out
-                yield out
-    finally:
-        client_gone.set()
-        stream.abort()
+                item = _TIMED_OUT
+            error: ProxyAPIError | None = None
+            if item is _TIMED_OUT:
+                error = UpstreamTimeout(
+                    f"Provider '{self.source.provider}' sent no first event within {timeout:.3g}s.",
+                    error_code="upstream_first_token_timeout",
+                )
+            elif item is _END:
+                self._ready, error = self._ending()
+                if error is None:
+                    return
+            elif isinstance(item, ProxyAPIError):
+                error = item
+            else:
+                assert isinstance(item, bytes)
+                self._ready = self._take(item)
+            if error is not None:
+                self.close()
+                raise error
+
+    def events(self) -> Iterator[bytes]:
+        """Yield the response body: whole events, heartbeats while silent, then the end."""
+        error: ProxyAPIError | None = None
+        try:
+            if self._ready:
+                yield self._ready
+                self._ready = b""
+            while True:
+                try:
+                    item = self._items.get(timeout=self.heartbeat)
+                except queue.Empty:
+                    if not self._pending:
+                        yield HEARTBEAT
+                    continue
+                if item is _END:
+                    last, error = self._ending()
+                    if last:
+                        yield last
+                    return
+                if isinstance(item, ProxyAPIError):
+                    error = item
+                    yield sse_error_event(item)
+                    return
+                assert isinstance(item, bytes)
+                out = self._take(item)
+                if out:
+                    yield out
+        finally:
+            self.close()
+            if self.on_finish is not None:
+                self.on_finish(error)
+
+    def close(self) -> None:
+        """Stop reading the upstream (from any thread); the helper closes the connection."""
+        self._client_gone.set()
+        self.source.abort()
+
+
+_TIMED_OUT = object()

@@ -52,6 +52,10 @@ def base_config(fake: FakeUpstream, **server: Any) -> dict[str, Any]:
                 "api_key_env": "FAKE_UPSTREAM_KEY",
                 "models": ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"],
                 "timeout": {"connect": 2, "read": 3},
+                # The shared gateway shows each fault's own error: no retries, and a breaker
+                # that does not open (tests/integration/test_resilience.py covers both).
+                "retry": {"max_attempts": 1},
+                "breaker": {"fail_max": 10000},
             }
         ],
     }

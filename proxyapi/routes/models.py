@@ -23,8 +23,12 @@ UPSTREAM_LIST_RETRY = 30.0
 MEMO = "proxyapi.models.upstream_lists"
 
 
-def _model(model_id: str, provider: ProviderConfig) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": provider.name}
+# Aliases from the config's models: section are owned by the gateway itself.
+ALIAS_OWNER = "proxyapi"
+
+
+def _model(model_id: str, owner: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
 
 
 def _upstream_models(provider: ProviderConfig) -> list[str]:
@@ -57,18 +61,21 @@ def list_models() -> Response:
     """List configured models, plus what providers with glob model lists report."""
     router: routing.Router = current_app.extensions[routing.EXTENSION]
     listed = router.listed_models()
-    data = [_model(m, p) for m, p in listed]
-    seen = {m for m, _ in listed}
+    data = [_model(alias, ALIAS_OWNER) for alias in router.aliases]
+    data += [_model(m, p.name) for m, p in listed if m not in router.aliases]
+    seen = {m for m, _ in listed} | set(router.aliases)
     for provider in router.globbing_providers():
         for model_id in _upstream_models(provider):
             if model_id not in seen and router.glob_allows(provider, model_id):
                 seen.add(model_id)
-                data.append(_model(model_id, provider))
+                data.append(_model(model_id, provider.name))
     return jsonify(object="list", data=data)
 
 
 @bp.get("/models/<path:model>")
 def retrieve_model(model: str) -> Response:
     """Describe one model, or answer 404 model_not_found."""
-    targets = current_app.extensions[routing.EXTENSION].resolve(model)
-    return jsonify(_model(model, targets[0].provider))
+    router: routing.Router = current_app.extensions[routing.EXTENSION]
+    targets = router.resolve(model)
+    owner = ALIAS_OWNER if model in router.aliases else targets[0].provider.name
+    return jsonify(_model(model, owner))

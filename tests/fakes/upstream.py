@@ -77,6 +77,7 @@ class FakeUpstream:
         self.stopping = threading.Event()
         self.default_chunks = 5
         self.default_chunk_delay = 0.0
+        self.mode: Fault | None = None  # applies to every request when no fault is queued
         self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.fake = self
         self._thread: threading.Thread | None = None
@@ -107,6 +108,7 @@ class FakeUpstream:
             self._faults.clear()
         self.default_chunks = 5
         self.default_chunk_delay = 0.0
+        self.mode = None
 
     def script(self, *faults: Fault) -> None:
         """Queue faults for the next requests, one each, in order."""
@@ -115,7 +117,7 @@ class FakeUpstream:
 
     def next_fault(self) -> Fault | None:
         with self._lock:
-            return self._faults.popleft() if self._faults else None
+            return self._faults.popleft() if self._faults else self.mode
 
     def record(self, rec: Recorded) -> None:
         with self._lock:

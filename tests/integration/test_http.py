@@ -140,7 +140,7 @@ def test_health_needs_no_key(gateway: GatewayProcess, fake: FakeUpstream) -> Non
     [
         (Fault(status=500), 502, "upstream_error", "upstream_error"),
         (Fault(status=503), 502, "upstream_error", "upstream_error"),
-        (Fault(reset=True), 502, "upstream_error", "upstream_unreachable"),
+        (Fault(reset=True), 502, "upstream_error", "upstream_connection_broken"),
         (
             Fault(body=b"<html>gateway</html>", content_type="text/html"),
             502,

@@ -108,6 +108,6 @@ def test_check_config_cli(tmp_path: Path) -> None:
     failed = run_cli("proxyapi", "check-config", str(bad))
     assert failed.returncode == 1
     assert (
-        "providers[0] (local).base_url must be an http:// or https:// URL, got 'localhost:11434'"
+        "providers[0] (local).base_url must be a URL starting with http:// or https://, got 'localhost:11434'"
         in failed.stderr
     )

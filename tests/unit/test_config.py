@@ -121,7 +121,7 @@ def test_interpolation_with_defaults_and_escape() -> None:
         (
             {"providers": [provider(base_url="ftp://x")]},
             {},
-            "providers[0] (up).base_url must be an http:// or https:// URL, got 'ftp://x'",
+            "providers[0] (up).base_url must be a URL starting with http:// or https://, got 'ftp://x'",
         ),
         (
             {"providers": [provider(models=[])]},
@@ -156,6 +156,57 @@ def test_interpolation_with_defaults_and_escape() -> None:
             "providers[0].base_url uses ${NOPE}, which is not set",
         ),
         (["not", "a", "mapping"], {}, "must be a mapping at the top level"),
+        (
+            {"providers": [provider(retry={"strategy": "random"})]},
+            {},
+            "providers[0] (up).retry.strategy must be one of exponential, immediate, adaptive, got 'random'",
+        ),
+        (
+            {"providers": [provider(retry={"max_attempts": 0})]},
+            {},
+            "providers[0] (up).retry.max_attempts must be a whole number above 0, got 0",
+        ),
+        (
+            {"providers": [provider(retry={"base_delay": 5, "max_delay": 1})]},
+            {},
+            "providers[0] (up).retry.max_delay (1) must be at least base_delay (5)",
+        ),
+        (
+            {"providers": [provider(retry={"jitter": 1})]},
+            {},
+            "unknown config key 'providers[0] (up).retry.jitter'",
+        ),
+        (
+            {"providers": [provider(breaker={"fail_max": -2})]},
+            {},
+            "providers[0] (up).breaker.fail_max must be a whole number above 0, got -2",
+        ),
+        (
+            {"server": {"request_timeout": 700}},
+            {},
+            "server.request_timeout (700) must not exceed server.max_request_timeout (600)",
+        ),
+        (
+            {"models": {"fast": "up/m1"}},
+            {},
+            "models.fast must be a non-empty list of 'provider/model' targets",
+        ),
+        (
+            {"providers": [provider()], "models": {"fast": ["nope/m1"]}},
+            {},
+            "models.fast[0] must be '<provider>/<model>' naming a configured provider (up), got 'nope/m1'",
+        ),
+        (
+            {"providers": [provider()], "models": {"fast": ["up/m2"]}},
+            {},
+            "models.fast[0]: provider 'up' does not list 'm2' in its models",
+        ),
+        (
+            {"redis": {"url": "http://user:hunter2@h"}},
+            {},
+            "redis.url (or REDIS_URL) must be a URL starting with redis:// or rediss:// or unix://, got http://...",
+        ),
+        ({}, {"REDIS_URL": "localhost:6379"}, "got (no scheme)"),
     ],
 )
 def test_validation_names_key_and_value(data: Any, environ: dict[str, str], expected: str) -> None:
@@ -225,3 +276,29 @@ def test_default_file_in_working_directory(tmp_path: Any, monkeypatch: pytest.Mo
     (tmp_path / "proxyapi.yaml").write_text("server: {max_body_bytes: 123}\n")
     monkeypatch.chdir(tmp_path)
     assert load_config(environ={}).server.max_body_bytes == 123
+
+
+def test_resilience_settings_and_aliases_parse() -> None:
+    cfg = parse_config(
+        {
+            "server": {"request_timeout": 30, "first_token_timeout": 5},
+            "providers": [
+                provider(
+                    retry={"strategy": "adaptive", "max_attempts": 4}, breaker={"fail_max": 2}
+                ),
+                provider(name="b", models=["gpt-*"]),
+            ],
+            "models": {"fast": ["b/gpt-4o-mini", "up/m1"]},
+            "redis": {"timeout": 0.2},
+        },
+        environ={"REDIS_URL": "redis://:s3cret@127.0.0.1:6379/0"},
+    )
+    assert cfg.server.request_timeout == 30 and cfg.server.first_token_timeout == 5
+    assert (
+        cfg.providers[0].retry.strategy == "adaptive" and cfg.providers[0].retry.max_attempts == 4
+    )
+    assert cfg.providers[0].breaker.fail_max == 2 and cfg.providers[0].breaker.reset_timeout == 30
+    assert cfg.providers[1].retry.strategy == "exponential"
+    assert cfg.aliases == {"fast": (("b", "gpt-4o-mini"), ("up", "m1"))}
+    assert cfg.redis.url == "redis://:s3cret@127.0.0.1:6379/0" and cfg.redis.timeout == 0.2
+    assert "s3cret" in cfg.secrets() and "s3cret" not in repr(cfg)

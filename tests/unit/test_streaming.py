@@ -1,4 +1,4 @@
-"""The SSE relay: whole events, heartbeats, error events, abort on client exit."""
+"""The SSE relay: first event, whole events, heartbeats, error events, abort on client exit."""
 
 from __future__ import annotations
 
@@ -7,20 +7,24 @@ import threading
 import time
 from collections.abc import Iterator
 
-from proxyapi.errors import UpstreamTimeout
-from proxyapi.streaming import HEARTBEAT, relay
-from proxyapi.upstream import OpenedStream
+import pytest
+
+from proxyapi.errors import ProxyAPIError, UpstreamTimeout
+from proxyapi.streaming import HEARTBEAT, Relay
 
 
 class Source:
-    """A scripted upstream: yields items; sleeps on floats; raises exceptions."""
+    """A scripted upstream: yields bytes; sleeps on floats; raises exceptions."""
+
+    provider = "up"
 
     def __init__(self, *items: object) -> None:
         self.items = items
         self.closed = threading.Event()
         self.aborted = threading.Event()
+        self.chunks = self._chunks()
 
-    def chunks(self) -> Iterator[bytes]:
+    def _chunks(self) -> Iterator[bytes]:
         try:
             for item in self.items:
                 if isinstance(item, float):
@@ -35,37 +39,51 @@ class Source:
         finally:
             self.closed.set()
 
-    def stream(self) -> OpenedStream:
-        return OpenedStream("up", self.chunks(), self.aborted.set)
+    def abort(self) -> None:
+        self.aborted.set()
+
+
+def run(*items: object, heartbeat: float = 5, first_timeout: float = 5) -> list[bytes]:
+    relay = Relay(Source(*items), heartbeat)
+    relay.wait_first(first_timeout)
+    return list(relay.events())
 
 
 def test_relays_only_whole_events_in_order() -> None:
-    src = Source(b'data: {"a"', b':1}\n\ndata: {"b":2}\n\ndata: [DO', b"NE]\n\n")
-    out = list(relay(src.stream(), heartbeat=5))
+    out = run(b'data: {"a"', b':1}\n\ndata: {"b":2}\n\ndata: [DO', b"NE]\n\n")
     assert out == [b'data: {"a":1}\n\ndata: {"b":2}\n\n', b"data: [DONE]\n\n"]
-    assert src.closed.wait(1)
 
 
 def test_crlf_events_count_as_whole() -> None:
-    out = list(relay(Source(b"data: 1\r\n\r\ndata: [DONE]\r\n\r\n").stream(), heartbeat=5))
-    assert out == [b"data: 1\r\n\r\ndata: [DONE]\r\n\r\n"]
+    assert run(b"data: 1\r\n\r\ndata: [DONE]\r\n\r\n") == [b"data: 1\r\n\r\ndata: [DONE]\r\n\r\n"]
 
 
 def test_last_event_without_blank_line_is_completed() -> None:
-    out = list(relay(Source(b"data: 1\n\ndata: [DONE]\n").stream(), heartbeat=5))
-    assert out == [b"data: 1\n\n", b"data: [DONE]\n\n"]
+    assert run(b"data: 1\n\ndata: [DONE]\n") == [b"data: 1\n\n", b"data: [DONE]\n\n"]
 
 
 def test_stream_ending_without_done_gets_an_error_event() -> None:
-    out = list(relay(Source(b"data: 1\n\ndata: 2\n\ndata: par").stream(), heartbeat=5))
+    finished: list[ProxyAPIError | None] = []
+    relay = Relay(Source(b"data: 1\n\ndata: 2\n\ndata: par"), 5)
+    relay.on_finish = finished.append
+    relay.wait_first(5)
+    out = list(relay.events())
     assert out[0] == b"data: 1\n\ndata: 2\n\n"
-    err = json.loads(out[1][6:])["error"]
-    assert err["code"] == "upstream_stream_truncated" and len(out) == 2
+    assert json.loads(out[1][6:])["error"]["code"] == "upstream_stream_truncated"
+    assert len(out) == 2
+    assert finished and finished[0] is not None
 
 
 def test_heartbeat_while_upstream_is_silent_but_not_inside_an_event() -> None:
-    src = Source(b"data: 1\n\n", 0.35, b"data: 2\n\n", b"data: half", 0.35, b"\n\ndata: [DONE]\n\n")
-    out = list(relay(src.stream(), heartbeat=0.1))
+    out = run(
+        b"data: 1\n\n",
+        0.35,
+        b"data: 2\n\n",
+        b"data: half",
+        0.35,
+        b"\n\ndata: [DONE]\n\n",
+        heartbeat=0.1,
+    )
     assert out[0] == b"data: 1\n\n"
     first_gap = out[1 : out.index(b"data: 2\n\n")]
     assert first_gap and all(x == HEARTBEAT for x in first_gap)
@@ -74,28 +92,54 @@ def test_heartbeat_while_upstream_is_silent_but_not_inside_an_event() -> None:
 
 
 def test_upstream_error_mid_stream_becomes_an_sse_error_event() -> None:
-    src = Source(
-        b"data: 1\n\n", b"data: partial", UpstreamTimeout("Provider 'up' sent nothing for 3s.")
-    )
-    out = list(relay(src.stream(), heartbeat=5))
+    finished: list[ProxyAPIError | None] = []
+    relay = Relay(Source(b"data: 1\n\n", b"data: partial", UpstreamTimeout("nothing for 3s")), 5)
+    relay.on_finish = finished.append
+    relay.wait_first(5)
+    out = list(relay.events())
     assert out[0] == b"data: 1\n\n"
     assert len(out) == 2 and out[1].startswith(b"data: ") and out[1].endswith(b"\n\n")
     err = json.loads(out[1][6:])
-    assert err["error"]["type"] == "timeout" and "sent nothing" in err["error"]["message"]
+    assert err["error"]["type"] == "timeout" and "nothing for 3s" in err["error"]["message"]
+    assert isinstance(finished[0], UpstreamTimeout)
+
+
+def test_failure_before_the_first_event_raises_and_aborts() -> None:
+    src = Source(b"data: part", UpstreamTimeout("slow"))
+    relay = Relay(src, 5)
+    with pytest.raises(UpstreamTimeout):
+        relay.wait_first(5)
+    assert src.aborted.is_set()
+
+
+def test_first_event_timeout_raises_and_aborts() -> None:
+    src = Source(30.0, b"data: late\n\n")
+    relay = Relay(src, 5)
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout) as info:
+        relay.wait_first(0.2)
+    assert info.value.payload()["error"]["code"] == "upstream_first_token_timeout"
+    assert 0.2 <= time.monotonic() - started < 1
+    assert src.aborted.is_set() and src.closed.wait(1)
 
 
 def test_client_leaving_aborts_and_closes_the_upstream() -> None:
+    finished: list[ProxyAPIError | None] = []
     src = Source(b"data: 1\n\n", 30.0, b"data: never\n\n")
-    gen = relay(src.stream(), heartbeat=5)
+    relay = Relay(src, 5)
+    relay.on_finish = finished.append
+    relay.wait_first(5)
+    gen = relay.events()
     assert next(gen) == b"data: 1\n\n"
     started = time.monotonic()
     gen.close()  # what gunicorn does when a write to the client fails
     assert src.aborted.is_set()
     assert src.closed.wait(2)
     assert time.monotonic() - started < 1
+    assert finished == [None]  # the client left: not the provider's failure
 
 
 def test_unexpected_bug_in_the_reader_ends_with_an_error_event() -> None:
-    out = list(relay(Source(b"data: 1\n\n", ValueError("bug")).stream(), heartbeat=5))
+    out = run(b"data: 1\n\n", ValueError("bug"))
     assert len(out) == 2
     assert json.loads(out[-1][6:])["error"]["type"] == "upstream_error"

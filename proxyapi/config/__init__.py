@@ -1,0 +1,344 @@
+"""Load and validate ProxyAPI's configuration.
+
+The configuration comes from one YAML file (``PROXYAPI_CONFIG``, else ``./proxyapi.yaml`` when
+present) with ``${VAR}`` / ``${VAR:-default}`` interpolation, or, with no file, from the
+environment alone (``PROXYAPI_KEYS``, ``OPENAI_API_KEY`` [+ ``OPENAI_BASE_URL``,
+``OPENAI_MODELS``], ``REDIS_URL``). Everything is validated once, here; an error names the key
+and shows the bad value, and never shows a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proxyapi.auth import hash_key, is_sha256_hex
+from proxyapi.config import checks as c
+from proxyapi.config.checks import ConfigError
+from proxyapi.config.model import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FIRST_TOKEN_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_REQUEST_TIMEOUT,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_PRIORITY,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_REDIS_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
+    PROVIDER_TYPES,
+    RETRY_STRATEGIES,
+    AuthConfig,
+    BreakerConfig,
+    Config,
+    KeyConfig,
+    ProviderConfig,
+    RedisConfig,
+    RetryConfig,
+    ServerConfig,
+    TimeoutConfig,
+)
+from proxyapi.routing import lists_model
+
+__all__ = [
+    "AuthConfig",
+    "BreakerConfig",
+    "Config",
+    "ConfigError",
+    "KeyConfig",
+    "ProviderConfig",
+    "RedisConfig",
+    "RetryConfig",
+    "ServerConfig",
+    "TimeoutConfig",
+    "config_from_env",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_CONFIG_FILE = "proxyapi.yaml"
+
+
+def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load the configuration from ``path``, ``PROXYAPI_CONFIG``, ``./proxyapi.yaml`` or env."""
+    env = os.environ if environ is None else environ
+    path = path or env.get("PROXYAPI_CONFIG") or None
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is None:
+        return config_from_env(env)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path!r}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from exc
+    return parse_config({} if data is None else data, env, source=path)
+
+
+def config_from_env(environ: Mapping[str, str]) -> Config:
+    """Build a configuration from well-known environment variables alone."""
+    data: dict[str, Any] = {"auth": {"keys": []}, "providers": []}
+    raw_keys = [k.strip() for k in environ.get("PROXYAPI_KEYS", "").split(",") if k.strip()]
+    for i, key in enumerate(raw_keys, start=1):
+        data["auth"]["keys"].append({"name": f"env-key-{i}", "sha256": hash_key(key)})
+    if environ.get("OPENAI_API_KEY") or environ.get("OPENAI_BASE_URL"):
+        models = [m.strip() for m in environ.get("OPENAI_MODELS", "*").split(",") if m.strip()]
+        provider: dict[str, Any] = {
+            "name": "openai",
+            "type": "openai",
+            "base_url": environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+            "models": models,
+        }
+        if environ.get("OPENAI_API_KEY"):
+            provider["api_key_env"] = "OPENAI_API_KEY"
+        data["providers"].append(provider)
+    return parse_config(data, environ, source="environment")
+
+
+def parse_config(
+    data: Mapping[str, Any] | Config,
+    environ: Mapping[str, str] | None = None,
+    source: str = "dict",
+) -> Config:
+    """Validate a parsed config mapping (as YAML gives it) and return a :class:`Config`."""
+    if isinstance(data, Config):
+        return data
+    env = os.environ if environ is None else environ
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"the config must be a mapping at the top level, got {data!r}")
+    resolved: dict[str, Any] = c.interpolate(data, env)
+    c.only(resolved, "", ("server", "auth", "providers", "models", "redis"))
+    providers = _parse_providers(resolved.get("providers", []), env)
+    return Config(
+        server=_parse_server(c.section(resolved, "server")),
+        auth=_parse_auth(c.section(resolved, "auth"), env),
+        providers=providers,
+        aliases=_parse_aliases(c.section(resolved, "models"), providers),
+        redis=_parse_redis(c.section(resolved, "redis"), env),
+        source=source,
+    )
+
+
+def _parse_server(data: Mapping[str, Any]) -> ServerConfig:
+    w = "server"
+    c.only(
+        data,
+        w,
+        (
+            "max_body_bytes",
+            "heartbeat_interval",
+            "request_timeout",
+            "max_request_timeout",
+            "first_token_timeout",
+        ),
+    )
+    server = ServerConfig(
+        max_body_bytes=c.get(data, w, "max_body_bytes", c.positive_int, DEFAULT_MAX_BODY_BYTES),
+        heartbeat_interval=c.get(
+            data, w, "heartbeat_interval", c.positive_number, DEFAULT_HEARTBEAT_INTERVAL
+        ),
+        request_timeout=c.get(
+            data, w, "request_timeout", c.positive_number, DEFAULT_REQUEST_TIMEOUT
+        ),
+        max_request_timeout=c.get(
+            data, w, "max_request_timeout", c.positive_number, DEFAULT_MAX_REQUEST_TIMEOUT
+        ),
+        first_token_timeout=c.get(
+            data, w, "first_token_timeout", c.positive_number, DEFAULT_FIRST_TOKEN_TIMEOUT
+        ),
+    )
+    if server.request_timeout > server.max_request_timeout:
+        raise ConfigError(
+            f"server.request_timeout ({server.request_timeout:g}) must not exceed "
+            f"server.max_request_timeout ({server.max_request_timeout:g})"
+        )
+    return server
+
+
+def _parse_redis(data: Mapping[str, Any], env: Mapping[str, str]) -> RedisConfig:
+    c.only(data, "redis", ("url", "timeout"))
+    url = data.get("url") or env.get("REDIS_URL") or None
+    if url is not None:
+        try:
+            c.redis_url(url)
+        except ValueError as exc:
+            # Only the scheme is shown: the URL may carry a password.
+            shown = url.split("://", 1)[0] + "://..." if "://" in url else "(no scheme)"
+            raise ConfigError(f"redis.url (or REDIS_URL) {exc}, got {shown}") from None
+    return RedisConfig(
+        url=url, timeout=c.get(data, "redis", "timeout", c.positive_number, DEFAULT_REDIS_TIMEOUT)
+    )
+
+
+def _parse_auth(data: Mapping[str, Any], env: Mapping[str, str]) -> AuthConfig:
+    c.only(data, "auth", ("keys", "header"))
+    header = c.get(data, "auth", "header", c.header_name, "X-API-Key")
+    raw_keys = data.get("keys", [])
+    if not isinstance(raw_keys, list):
+        raise ConfigError(f"auth.keys must be a list, got {raw_keys!r}")
+    keys = [_parse_key(raw, f"auth.keys[{i}]", env) for i, raw in enumerate(raw_keys)]
+    c.unique([k.name for k in keys], "auth.keys[].name")
+    c.unique([k.sha256 for k in keys], "auth.keys (two entries hold the same key)", show=False)
+    return AuthConfig(keys=tuple(keys), header=header)
+
+
+def _parse_key(raw: Any, where: str, env: Mapping[str, str]) -> KeyConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {raw!r}")
+    c.only(raw, where, ("name", "sha256", "key_env", "admin"))
+    name = c.get(raw, where, "name", c.name, None)
+    if ("sha256" in raw) == ("key_env" in raw):
+        raise ConfigError(f"{where} ({name}) needs exactly one of 'sha256' or 'key_env'")
+    if "sha256" in raw:
+        digest = raw["sha256"]
+        if not isinstance(digest, str) or not is_sha256_hex(digest.strip().lower()):
+            shown = len(digest) if isinstance(digest, str) else type(digest).__name__
+            raise ConfigError(
+                f"{where}.sha256 must be 64 hex characters (the SHA-256 of the key; "
+                f"`python -m proxyapi hash-key` prints it), got a value of length {shown}"
+            )
+        digest = digest.strip().lower()
+    else:
+        var = c.get(raw, where, "key_env", c.env_name, None)
+        secret = env.get(var, "")
+        if not secret:
+            raise ConfigError(f"{where}.key_env names {var!r}, which is not set or empty")
+        digest = hash_key(secret)
+    return KeyConfig(name=name, sha256=digest, admin=c.get(raw, where, "admin", c.boolean, False))
+
+
+def _parse_providers(raw: Any, env: Mapping[str, str]) -> tuple[ProviderConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"providers must be a list, got {raw!r}")
+    providers = [_parse_provider(item, f"providers[{i}]", env) for i, item in enumerate(raw)]
+    c.unique([p.name for p in providers], "providers[].name")
+    return tuple(providers)
+
+
+_PROVIDER_KEYS = (
+    "name",
+    "type",
+    "base_url",
+    "api_key_env",
+    "models",
+    "priority",
+    "timeout",
+    "pool_size",
+    "retry",
+    "breaker",
+)
+
+
+def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {raw!r}")
+    c.only(raw, where, _PROVIDER_KEYS)
+    name = c.get(raw, where, "name", c.name, None)
+    where = f"{where} ({name})"
+    api_key_env = c.get(raw, where, "api_key_env", c.env_name, "")
+    api_key: str | None = None
+    if api_key_env:
+        api_key = env.get(api_key_env, "")
+        if not api_key:
+            raise ConfigError(
+                f"{where}.api_key_env names {api_key_env!r}, which is not set or empty"
+            )
+    return ProviderConfig(
+        name=name,
+        type=c.get(raw, where, "type", c.choice(PROVIDER_TYPES), "openai"),
+        base_url=c.get(raw, where, "base_url", c.url, None).rstrip("/"),
+        models=tuple(c.get(raw, where, "models", c.model_list, None)),
+        api_key_env=api_key_env or None,
+        api_key=api_key,
+        priority=c.get(raw, where, "priority", c.integer, DEFAULT_PRIORITY),
+        timeout=_parse_timeout(c.section(raw, "timeout", where), f"{where}.timeout"),
+        pool_size=c.get(raw, where, "pool_size", c.positive_int, DEFAULT_POOL_SIZE),
+        retry=_parse_retry(c.section(raw, "retry", where), f"{where}.retry"),
+        breaker=_parse_breaker(c.section(raw, "breaker", where), f"{where}.breaker"),
+    )
+
+
+def _parse_timeout(data: Mapping[str, Any], where: str) -> TimeoutConfig:
+    c.only(data, where, ("connect", "read"))
+    return TimeoutConfig(
+        connect=c.get(data, where, "connect", c.positive_number, DEFAULT_CONNECT_TIMEOUT),
+        read=c.get(data, where, "read", c.positive_number, DEFAULT_READ_TIMEOUT),
+    )
+
+
+def _parse_retry(data: Mapping[str, Any], where: str) -> RetryConfig:
+    d = RetryConfig()
+    c.only(
+        data,
+        where,
+        (
+            "strategy",
+            "max_attempts",
+            "base_delay",
+            "max_delay",
+            "retry_after_max",
+            "on_read_timeout",
+        ),
+    )
+    retry = RetryConfig(
+        strategy=c.get(data, where, "strategy", c.choice(RETRY_STRATEGIES), d.strategy),
+        max_attempts=c.get(data, where, "max_attempts", c.positive_int, d.max_attempts),
+        base_delay=c.get(data, where, "base_delay", c.non_negative_number, d.base_delay),
+        max_delay=c.get(data, where, "max_delay", c.non_negative_number, d.max_delay),
+        retry_after_max=c.get(
+            data, where, "retry_after_max", c.non_negative_number, d.retry_after_max
+        ),
+        on_read_timeout=c.get(data, where, "on_read_timeout", c.boolean, d.on_read_timeout),
+    )
+    if retry.max_delay < retry.base_delay:
+        raise ConfigError(
+            f"{where}.max_delay ({retry.max_delay:g}) must be at least base_delay "
+            f"({retry.base_delay:g})"
+        )
+    return retry
+
+
+def _parse_breaker(data: Mapping[str, Any], where: str) -> BreakerConfig:
+    d = BreakerConfig()
+    c.only(data, where, ("fail_max", "reset_timeout"))
+    return BreakerConfig(
+        fail_max=c.get(data, where, "fail_max", c.positive_int, d.fail_max),
+        reset_timeout=c.get(data, where, "reset_timeout", c.positive_number, d.reset_timeout),
+    )
+
+
+def _parse_aliases(
+    data: Mapping[str, Any], providers: tuple[ProviderConfig, ...]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    by_name = {p.name: p for p in providers}
+    aliases: dict[str, tuple[tuple[str, str], ...]] = {}
+    for alias, targets in data.items():
+        where = f"models.{alias}"
+        if not isinstance(targets, list) or not targets:
+            raise ConfigError(
+                f"{where} must be a non-empty list of 'provider/model' targets, got {targets!r}"
+            )
+        parsed = []
+        for i, target in enumerate(targets):
+            provider_name, sep, model = str(target).partition("/")
+            provider = by_name.get(provider_name)
+            if not sep or not model or provider is None:
+                raise ConfigError(
+                    f"{where}[{i}] must be '<provider>/<model>' naming a configured provider "
+                    f"({', '.join(by_name) or 'none configured'}), got {target!r}"
+                )
+            if not lists_model(provider.models, model):
+                raise ConfigError(
+                    f"{where}[{i}]: provider {provider_name!r} does not list {model!r} in its "
+                    "models"
+                )
+            parsed.append((provider_name, model))
+        aliases[str(alias)] = tuple(parsed)
+    return aliases

@@ -1,0 +1,166 @@
+"""Small validators for config values: each names the key and shows the bad value."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INTERPOLATION_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the bad value."""
+
+
+def place(where: str, key: str) -> str:
+    """Join a path and a key the way messages show it."""
+    return f"{where}.{key}" if where else key
+
+
+def interpolate(value: Any, env: Mapping[str, str], where: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            var, default = match.group(1), match.group(2)
+            got = env.get(var)
+            if got:
+                return got
+            if default is not None:
+                return default
+            raise ConfigError(f"{where or 'config'} uses ${{{var}}}, which is not set")
+
+        return _INTERPOLATION_RE.sub(sub, value)
+    if isinstance(value, Mapping):
+        return {k: interpolate(v, env, place(where, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def only(data: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> None:
+    """Refuse keys outside ``allowed``: a typo must not fall back to a default silently."""
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown config key {place(where, str(key))!r}; allowed here: {', '.join(allowed)}"
+            )
+
+
+def section(data: Mapping[str, Any], key: str, where: str = "") -> Mapping[str, Any]:
+    """Return the mapping under ``key`` (empty when absent)."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{place(where, key)} must be a mapping, got {value!r}")
+    return value
+
+
+def get(
+    data: Mapping[str, Any], where: str, key: str, check: Callable[[Any], T], default: T | None
+) -> T:
+    """Return ``data[key]`` checked by ``check``; ``default`` None means required."""
+    if key not in data or data[key] is None:
+        if default is None:
+            raise ConfigError(f"{place(where, key)} is required")
+        return default
+    try:
+        return check(data[key])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{place(where, key)} {exc}, got {data[key]!r}") from None
+
+
+def unique(values: list[str], what: str, show: bool = True) -> None:
+    """Refuse duplicates in ``values``."""
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise ConfigError(f"duplicate value in {what}" + (f": {v!r}" if show else ""))
+        seen.add(v)
+
+
+def name(v: Any) -> str:
+    if not isinstance(v, str) or not _NAME_RE.match(v):
+        raise ValueError(
+            "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return v
+
+
+def env_name(v: Any) -> str:
+    if not isinstance(v, str) or not _ENV_NAME_RE.match(v):
+        raise ValueError("must be an environment variable name")
+    return v
+
+
+def header_name(v: Any) -> str:
+    if not isinstance(v, str) or not re.match(r"^[A-Za-z0-9-]+$", v):
+        raise ValueError("must be an HTTP header name")
+    return v
+
+
+def url(v: Any, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    if not isinstance(v, str) or not re.match(rf"^({'|'.join(schemes)})://[^/\s]+", v):
+        raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    return v
+
+
+def redis_url(v: Any) -> str:
+    return url(v, ("redis", "rediss", "unix"))
+
+
+def boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("must be true or false")
+    return v
+
+
+def integer(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError("must be a whole number")
+    return v
+
+
+def positive_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError("must be a whole number above 0")
+    return v
+
+
+def positive_number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        raise ValueError("must be a number above 0")
+    return float(v)
+
+
+def non_negative_number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise ValueError("must be a number, 0 or more")
+    return float(v)
+
+
+def choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return str(v)
+
+    return check
+
+
+def model_list(v: Any) -> list[str]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not v or not all(isinstance(m, str) and m.strip() for m in v):
+        raise ValueError(
+            "must be a non-empty list of model names (globs such as 'gpt-4o*' allowed)"
+        )
+    return [m.strip() for m in v]

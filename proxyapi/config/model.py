@@ -1,0 +1,136 @@
+"""The validated configuration, as frozen dataclasses, with every default and its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+PROVIDER_TYPES = ("openai",)
+RETRY_STRATEGIES = ("exponential", "immediate", "adaptive")
+
+# 10 MiB holds a long conversation with a few inline images; bigger bodies are almost always
+# a client bug, and Flask would otherwise buffer them in memory.
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+# Heroku-style routers cut a response that sends nothing for 55 s; 15 s stays well inside.
+DEFAULT_HEARTBEAT_INTERVAL = 15.0
+# End-to-end budget for retries and fallbacks of one request (for a stream: until its first
+# event). Above the default read timeout, so a slow first provider still leaves room.
+DEFAULT_REQUEST_TIMEOUT = 120.0
+# The most a client may ask for with X-ProxyAPI-Timeout.
+DEFAULT_MAX_REQUEST_TIMEOUT = 600.0
+# A stream whose first event takes longer falls back to the next provider. Heroku-style routers
+# drop a request that sends no byte for 30 s, so this stays at 30.
+DEFAULT_FIRST_TOKEN_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+# Generous: a large non-streaming completion can take a minute before its first byte.
+DEFAULT_READ_TIMEOUT = 60.0
+# Connections kept per provider per worker; sized for the default 32 gunicorn threads.
+DEFAULT_POOL_SIZE = 32
+DEFAULT_PRIORITY = 1
+# Redis sits on the request path (breakers): fail fast rather than hold a request.
+DEFAULT_REDIS_TIMEOUT = 0.5
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of the HTTP front end and the per-request budget."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    max_request_timeout: float = DEFAULT_MAX_REQUEST_TIMEOUT
+    first_token_timeout: float = DEFAULT_FIRST_TOKEN_TIMEOUT
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """Where shared state lives in distributed mode; no URL means embedded mode."""
+
+    url: str | None = field(default=None, repr=False)  # may hold a password
+    timeout: float = DEFAULT_REDIS_TIMEOUT
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    """One client key: a name for logs and metrics, and the key's SHA-256 hex digest."""
+
+    name: str
+    sha256: str = field(repr=False)
+    admin: bool = False
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Client authentication settings."""
+
+    keys: tuple[KeyConfig, ...] = ()
+    header: str = "X-API-Key"
+
+
+@dataclass(frozen=True)
+class TimeoutConfig:
+    """Connect and per-read timeouts, in seconds, for one provider."""
+
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    read: float = DEFAULT_READ_TIMEOUT
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """How one provider's failed calls are retried (see proxyapi.upstream.retry)."""
+
+    strategy: str = "exponential"
+    max_attempts: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    # A Retry-After up to this is waited out; a longer one sends the request to the next
+    # provider instead of parking a worker thread.
+    retry_after_max: float = 5.0
+    # Off: a read timeout means the provider may still be generating (and billing) the answer.
+    on_read_timeout: bool = False
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """When one provider's circuit opens, and for how long."""
+
+    fail_max: int = 5
+    reset_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """One upstream provider; ``api_key`` is the resolved secret and never printed."""
+
+    name: str
+    type: str
+    base_url: str
+    models: tuple[str, ...]
+    api_key_env: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    priority: int = DEFAULT_PRIORITY
+    timeout: TimeoutConfig = TimeoutConfig()
+    pool_size: int = DEFAULT_POOL_SIZE
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration of one gateway."""
+
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    providers: tuple[ProviderConfig, ...] = ()
+    # alias -> ordered (provider name, upstream model) targets
+    aliases: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    redis: RedisConfig = RedisConfig()
+    source: str = "defaults"
+
+    def secrets(self) -> list[str]:
+        """Return every secret the config holds, so they can be kept out of responses and logs."""
+        found = [p.api_key for p in self.providers if p.api_key]
+        password = urlsplit(self.redis.url).password if self.redis.url else None
+        if password:
+            found.append(password)
+        return found

@@ -1,0 +1,378 @@
+"""Everything that talks to providers: pooled connections, retries, breakers, fallback.
+
+This package is the only code that sends anything over the network, and the only code that
+sees ``requests``, ``urllib3`` or ``pybreaker`` exceptions (translated in
+:mod:`proxyapi.upstream.outcomes`). :class:`Upstream` tries a request's candidate providers in
+order (DESIGN.md section 4), each behind its own circuit breaker and with its own retries,
+all inside the request's deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import requests
+from flask import Flask
+
+from proxyapi.deadline import Deadline
+from proxyapi.errors import (
+    DeadlineExceeded,
+    ProxyAPIError,
+    ServiceUnavailable,
+    UpstreamMalformed,
+)
+from proxyapi.providers import adapter_for
+from proxyapi.providers.base import Adapter, Operation, UpstreamReply, UpstreamRequest
+from proxyapi.streaming import Relay
+from proxyapi.upstream.breakers import Breakers, CircuitBreakerError
+from proxyapi.upstream.clients import ProcessClients
+from proxyapi.upstream.outcomes import ProviderFailure, Verdict, judge, translated
+from proxyapi.upstream.retry import DeadlineTimeout, call_state
+from proxyapi.upstream.stats import ProviderStats
+
+if TYPE_CHECKING:
+    from proxyapi.config import Config, ProviderConfig
+    from proxyapi.routing import Target
+
+__all__ = ["EXTENSION", "Answer", "StreamStart", "Upstream", "init_app"]
+
+EXTENSION = "proxyapi.upstream"
+log = logging.getLogger(__name__)
+
+# Largest error body read from a provider; error bodies are small, anything bigger is noise.
+MAX_ERROR_BODY = 64 * 1024
+# Read size for answers; read1() for streams returns whatever has arrived, up to this much.
+READ_SIZE = 64 * 1024
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A complete OpenAI-shaped answer, who gave it, and how many upstream attempts it took."""
+
+    provider: str
+    body: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    """A stream whose first event has arrived; ``relay.events()`` is the response body."""
+
+    provider: str
+    relay: Relay
+    attempts: int
+
+
+@dataclass
+class _UpstreamStream:
+    provider: str
+    chunks: Iterator[bytes]
+    abort: Callable[[], None]
+
+
+class Upstream:
+    """Sends OpenAI operations to providers and returns OpenAI-shaped answers."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.providers = {p.name: p for p in config.providers}
+        self.adapters: dict[str, Adapter] = {p.name: adapter_for(p) for p in config.providers}
+        self.stats = {p.name: ProviderStats() for p in config.providers}
+        self.breakers = Breakers(config)
+        self._lock = threading.Lock()
+        self._clients: ProcessClients | None = None
+
+    # ----------------------------------------------------------------- connections
+
+    def clients(self) -> ProcessClients:
+        """Return this process's pooled connections, creating them after a fork."""
+        clients = self._clients
+        if clients is None or clients.pid != os.getpid():
+            with self._lock:
+                clients = self._clients
+                if clients is None or clients.pid != os.getpid():
+                    rates = {name: s.failure_rate for name, s in self.stats.items()}
+                    clients = self._clients = ProcessClients(self.providers, rates)
+        return clients
+
+    def _send(
+        self, provider: ProviderConfig, call: UpstreamRequest, deadline: Deadline
+    ) -> requests.Response:
+        clients = self.clients()
+        prepared = clients.session.prepare_request(
+            requests.Request(call.method, call.url, headers=dict(call.headers), data=call.body)
+        )
+        # The provider's own adapter is called directly, not through Session.send: two
+        # providers may share a base URL (two accounts of one host) yet need their own pools
+        # and retries, and a proxy must neither follow redirects nor keep cookies.
+        return clients.adapters[provider.name].send(
+            prepared,
+            stream=True,
+            # requests passes a urllib3 Timeout through as is (its stubs only know numbers).
+            timeout=DeadlineTimeout(  # type: ignore[arg-type]
+                provider.timeout.connect, provider.timeout.read, deadline
+            ),
+            verify=True,
+            cert=None,
+            proxies=clients.proxies[provider.name],
+        )
+
+    # ----------------------------------------------------------------- the fallback loop
+
+    def _fallback(
+        self,
+        targets: list[Target],
+        deadline: Deadline,
+        attempt: Callable[[Target], tuple[Verdict, T | None, ProxyAPIError | None]],
+    ) -> tuple[str, T, int]:
+        """Try ``targets`` in order; return (provider, result, attempts) of the first answer."""
+        with call_state(deadline) as state:
+            last_error: ProxyAPIError | None = None
+            open_waits: list[float] = []
+            failed: list[str] = []
+            tried: list[str] = []
+            for target in targets:
+                name = target.provider.name
+                if deadline.expired():
+                    break
+                stats = self.stats[name]
+                started, retries_before = time.monotonic(), state.retries
+                try:
+                    with self.breakers.get(name).calling():
+                        state.attempts += 1
+                        tried.append(name)
+                        verdict, result, error = attempt(target)
+                except CircuitBreakerError:
+                    wait = self.breakers.seconds_until_half_open(name)
+                    open_waits.append(wait if wait is not None else 0.0)
+                    log.info("provider %s skipped: its circuit is open", name)
+                    continue
+                except ProviderFailure as failure:
+                    stats.record(False, time.monotonic() - started, state.retries - retries_before)
+                    last_error = failure.error
+                    failed.append(name)
+                    continue
+                stats.record(True, time.monotonic() - started, state.retries - retries_before)
+                if verdict is Verdict.OK:
+                    assert result is not None
+                    for earlier in failed:
+                        self.stats[earlier].fell_back(stats)
+                    return name, result, state.attempts
+                assert error is not None
+                if verdict is Verdict.RELAY:
+                    raise error
+                last_error = error  # FALLBACK: not this provider's fault; another may serve it
+                failed.append(name)
+            if deadline.expired():
+                raise DeadlineExceeded(
+                    f"No provider answered within the request's deadline of "
+                    f"{deadline.timeout:g}s (tried: {', '.join(tried) or 'none'})."
+                )
+            if last_error is not None:
+                raise last_error
+            retry_after = max(1, math.ceil(min(open_waits))) if open_waits else 1
+            raise ServiceUnavailable(
+                "Every provider for this model is failing and has been taken out of rotation "
+                f"(circuit open); retry in {retry_after}s.",
+                headers={"Retry-After": str(retry_after)},
+            )
+
+    # ----------------------------------------------------------------- operations
+
+    def complete(
+        self,
+        targets: list[Target],
+        op: Operation,
+        body: Mapping[str, Any],
+        deadline: Deadline,
+    ) -> Answer:
+        """Return the first complete answer from ``targets``, tried in order."""
+
+        def attempt(target: Target) -> tuple[Verdict, bytes | None, ProxyAPIError | None]:
+            provider = target.provider
+            adapter = self.adapters[provider.name]
+            call = adapter.build(op, body, target.model, stream=False)
+            try:
+                with translated(provider):
+                    resp = self._send(provider, call, deadline)
+                    try:
+                        reply = UpstreamReply(
+                            resp.status_code, resp.headers, _read_all(resp, deadline, provider)
+                        )
+                    finally:
+                        resp.close()
+            except ProxyAPIError as exc:
+                raise ProviderFailure(exc) from exc
+            verdict, error = judge(adapter, reply)
+            if verdict is Verdict.FAILURE:
+                assert error is not None
+                raise ProviderFailure(error)
+            if verdict is not Verdict.OK:
+                return verdict, None, error
+            try:
+                return Verdict.OK, adapter.parse(op, reply), None
+            except UpstreamMalformed as exc:
+                log.warning("provider %s: %s", provider.name, exc.description)
+                raise ProviderFailure(exc) from exc
+
+        name, answer, attempts = self._fallback(targets, deadline, attempt)
+        return Answer(name, answer, attempts)
+
+    def open_stream(
+        self,
+        targets: list[Target],
+        op: Operation,
+        body: Mapping[str, Any],
+        deadline: Deadline,
+    ) -> StreamStart:
+        """Start a stream with the first target that sends a first event, tried in order."""
+        server = self.config.server
+
+        def attempt(target: Target) -> tuple[Verdict, Relay | None, ProxyAPIError | None]:
+            provider = target.provider
+            adapter = self.adapters[provider.name]
+            call = adapter.build(op, body, target.model, stream=True)
+            try:
+                with translated(provider):
+                    resp = self._send(provider, call, deadline)
+                    if not 200 <= resp.status_code < 300:
+                        try:
+                            raw = resp.raw.read(MAX_ERROR_BODY, decode_content=True) or b""
+                        finally:
+                            resp.close()
+            except ProxyAPIError as exc:
+                raise ProviderFailure(exc) from exc
+            if not 200 <= resp.status_code < 300:
+                verdict, error = judge(adapter, UpstreamReply(resp.status_code, resp.headers, raw))
+                if verdict is Verdict.FAILURE:
+                    assert error is not None
+                    raise ProviderFailure(error)
+                return verdict, None, error
+            content_type = resp.headers.get("Content-Type", "")
+            if "text/event-stream" not in content_type:
+                resp.close()
+                error = UpstreamMalformed(
+                    f"Provider '{provider.name}' answered a streaming request with "
+                    f"{content_type or 'no content type'} instead of an event stream."
+                )
+                log.warning("provider %s: %s", provider.name, error.description)
+                raise ProviderFailure(error)
+            relay = Relay(self._chunks(provider, adapter, op, resp), server.heartbeat_interval)
+            try:
+                relay.wait_first(min(server.first_token_timeout, max(deadline.remaining(), 0)))
+            except ProxyAPIError as exc:
+                raise ProviderFailure(exc) from exc
+            # The first event is here: from now on only the provider's read timeout applies.
+            connection = resp.raw.connection
+            if connection is not None and connection.sock is not None:
+                with suppress(OSError):
+                    connection.sock.settimeout(provider.timeout.read)
+            return Verdict.OK, relay, None
+
+        name, relay, attempts = self._fallback(targets, deadline, attempt)
+        relay.on_finish = lambda error: self._stream_finished(name, error)
+        return StreamStart(name, relay, attempts)
+
+    def _chunks(
+        self, provider: ProviderConfig, adapter: Adapter, op: Operation, resp: requests.Response
+    ) -> _UpstreamStream:
+        translator = adapter.stream_translator(op)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                with translated(provider):
+                    while True:
+                        data = resp.raw.read1(READ_SIZE, decode_content=True)
+                        if not data:
+                            break
+                        if translator is None:
+                            yield data
+                        else:
+                            yield from translator.feed(data)
+                    if translator is not None:
+                        yield from translator.close()
+            finally:
+                resp.close()
+
+        def abort() -> None:
+            # ValueError/RuntimeError: already finished or released, nothing to interrupt.
+            with suppress(ValueError, RuntimeError, OSError):
+                resp.raw.shutdown()
+
+        return _UpstreamStream(provider.name, chunks(), abort)
+
+    def _stream_finished(self, name: str, error: ProxyAPIError | None) -> None:
+        """Count a stream that failed after its first event against its provider."""
+        if error is None:
+            return
+        self.stats[name].record_failure_after_start()
+        with suppress(CircuitBreakerError, ProviderFailure), self.breakers.get(name).calling():
+            raise ProviderFailure(error)
+
+    def list_models(self, provider: ProviderConfig) -> list[str]:
+        """Ask a provider which models it has (no breaker: this is not client traffic)."""
+        adapter = self.adapters[provider.name]
+        call = adapter.build_list_models()
+        if call is None:
+            return []
+        deadline = Deadline.after(provider.timeout.connect + provider.timeout.read)
+        with call_state(deadline), translated(provider):
+            resp = self._send(provider, call, deadline)
+            try:
+                reply = UpstreamReply(
+                    resp.status_code, resp.headers, _read_all(resp, deadline, provider)
+                )
+            finally:
+                resp.close()
+        _verdict, error = judge(adapter, reply)
+        if error is not None:
+            raise error
+        return adapter.parse_list_models(reply)
+
+    # ----------------------------------------------------------------- reporting
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Return each provider's breaker, counters and pool use, for /v1/providers."""
+        clients = self.clients()
+        out = []
+        for name, provider in sorted(self.providers.items(), key=lambda kv: kv[1].priority):
+            out.append(
+                {
+                    "name": name,
+                    "type": provider.type,
+                    "priority": provider.priority,
+                    "breaker": self.breakers.describe(name),
+                    **self.stats[name].snapshot(),
+                    "pool": clients.pool_counts(name),
+                }
+            )
+        return out
+
+
+def _read_all(resp: requests.Response, deadline: Deadline, provider: ProviderConfig) -> bytes:
+    """Read a whole answer, giving up when the deadline passes (per-read timeouts alone would
+    let a slowly dripping answer run on)."""
+    parts = []
+    for chunk in resp.iter_content(READ_SIZE):
+        parts.append(chunk)
+        if deadline.expired():
+            raise DeadlineExceeded(
+                f"Provider '{provider.name}' was still sending its answer when the request's "
+                f"deadline of {deadline.timeout:g}s passed."
+            )
+    return b"".join(parts)
+
+
+def init_app(app: Flask, config: Config) -> None:
+    """Keep the app's :class:`Upstream` in ``app.extensions``."""
+    app.extensions[EXTENSION] = Upstream(config)

@@ -1,0 +1,117 @@
+"""One pybreaker circuit breaker per provider, in process memory or shared through Redis.
+
+Embedded mode keeps breaker state in this process (exact with one worker). With a Redis URL
+the state lives in Redis (``CircuitRedisStorage``, namespace ``proxyapi:breaker:<provider>``),
+so a circuit opened through one worker is open on every worker and host. Its storage talks to
+Redis when it is built, so it is built lazily, on first use: a Redis outage at boot must not
+stop the gateway. Until Redis answers, a per-process breaker stands in (and Redis is asked
+again every ``REDIS_RETRY`` seconds); after that, pybreaker itself falls back to "closed" on
+Redis errors, i.e. it fails open.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pybreaker
+import redis
+
+if TYPE_CHECKING:
+    from proxyapi.config import Config, ProviderConfig
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "proxyapi:breaker"
+# How long to wait before asking an unreachable Redis again for a breaker's storage.
+REDIS_RETRY = 5.0
+
+CircuitBreakerError = pybreaker.CircuitBreakerError
+
+
+class Breakers:
+    """The breakers of every provider, built on first use in each process."""
+
+    def __init__(self, config: Config) -> None:
+        self.providers = {p.name: p for p in config.providers}
+        self.shared = bool(config.redis.url)
+        self._redis: redis.Redis | None = None
+        if config.redis.url:
+            # decode_responses must stay False for CircuitRedisStorage. No I/O happens here.
+            self._redis = redis.Redis.from_url(
+                config.redis.url,
+                socket_connect_timeout=config.redis.timeout,
+                socket_timeout=config.redis.timeout,
+            )
+        self._lock = threading.Lock()
+        self._shared: dict[str, pybreaker.CircuitBreaker] = {}
+        self._local: dict[str, pybreaker.CircuitBreaker] = {}
+        self._next_try: dict[str, float] = {}
+
+    def _new(self, provider: ProviderConfig, storage: Any = None) -> pybreaker.CircuitBreaker:
+        return pybreaker.CircuitBreaker(
+            fail_max=provider.breaker.fail_max,
+            reset_timeout=provider.breaker.reset_timeout,
+            state_storage=storage,
+            name=provider.name,
+            # Keep the provider's own error: the fallback loop needs to know what failed.
+            throw_new_error_on_trip=False,
+        )
+
+    def get(self, name: str) -> pybreaker.CircuitBreaker:
+        """Return the breaker of provider ``name``."""
+        breaker = self._shared.get(name)
+        if breaker is not None:
+            return breaker
+        provider = self.providers[name]
+        if self._redis is not None and time.monotonic() >= self._next_try.get(name, 0.0):
+            with self._lock:
+                if name in self._shared:
+                    return self._shared[name]
+                try:
+                    storage = pybreaker.CircuitRedisStorage(
+                        pybreaker.STATE_CLOSED, self._redis, namespace=f"{NAMESPACE}:{name}"
+                    )
+                except redis.RedisError as exc:
+                    self._next_try[name] = time.monotonic() + REDIS_RETRY
+                    log.warning(
+                        "breaker of provider %s: Redis unavailable (%s); using this worker's "
+                        "own breaker until it answers",
+                        name,
+                        exc.__class__.__name__,
+                    )
+                else:
+                    self._shared[name] = self._new(provider, storage)
+                    return self._shared[name]
+        with self._lock:
+            if name not in self._local:
+                self._local[name] = self._new(provider)
+            return self._local[name]
+
+    def seconds_until_half_open(self, name: str) -> float | None:
+        """Seconds until an open breaker lets a trial call through; None if not open."""
+        breaker = self.get(name)
+        if breaker.current_state != pybreaker.STATE_OPEN:
+            return None
+        opened_at = breaker._state_storage.opened_at  # pybreaker has no public accessor
+        if opened_at is None:
+            return 0.0
+        reopen = opened_at.timestamp() + breaker.reset_timeout
+        return max(0.0, reopen - datetime.now(UTC).timestamp())
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Return a provider's breaker as plain data for /v1/providers."""
+        breaker = self.get(name)
+        wait = self.seconds_until_half_open(name)
+        return {
+            "state": breaker.current_state,
+            "fail_counter": breaker.fail_counter,
+            "fail_max": breaker.fail_max,
+            "reset_timeout": breaker.reset_timeout,
+            "half_open_in": math.ceil(wait) if wait is not None else None,
+            "shared": breaker._state_storage.name == "redis",
+        }
