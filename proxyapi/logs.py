@@ -54,7 +54,8 @@ def configure_logging(secrets: Iterable[str]) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         RedactingFormatter(
-            "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s", secrets
+            "%(asctime)s %(levelname)s [%(process)d] [%(request_id)s] %(name)s: %(message)s",
+            secrets,
         )
     )
     handler.addFilter(RequestIdFilter())

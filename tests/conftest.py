@@ -11,6 +11,7 @@ import pytest
 
 from proxyapi.auth import hash_key
 from tests.fakes.gateway import GatewayProcess
+from tests.fakes.redis_server import RedisServer
 from tests.fakes.upstream import FakeUpstream
 
 UPSTREAM_KEY = "sk-upstream-" + pysecrets.token_hex(12)
@@ -86,6 +87,42 @@ def start_gateway(
         gw.stop()
     for gw in started:
         gw.assert_no_secrets_logged()
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateways that live for one test; stopped (and their logs checked) after it."""
+    started: list[GatewayProcess] = []
+
+    def start(
+        config: dict[str, Any] | None, env: dict[str, str] | None = None, **kwargs: Any
+    ) -> GatewayProcess:
+        gw = GatewayProcess(
+            tmp_path, config, env={**SECRET_ENV, **(env or {})}, secrets=ALL_SECRETS, **kwargs
+        )
+        started.append(gw)
+        return gw.start()
+
+    yield start
+    for gw in started:
+        gw.stop()
+    for gw in started:
+        gw.assert_no_secrets_logged()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free port, for the session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.client().flushall()
+    return redis_server.url
 
 
 @pytest.fixture(scope="session")
