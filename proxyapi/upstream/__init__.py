@@ -28,6 +28,7 @@ from proxyapi.errors import (
     ProxyAPIError,
     ServiceUnavailable,
     UpstreamMalformed,
+    UpstreamRejected,
 )
 from proxyapi.providers import adapter_for
 from proxyapi.providers.base import Adapter, Operation, UpstreamReply, UpstreamRequest
@@ -35,7 +36,7 @@ from proxyapi.streaming import Relay
 from proxyapi.upstream.breakers import Breakers, CircuitBreakerError
 from proxyapi.upstream.clients import ProcessClients
 from proxyapi.upstream.outcomes import ProviderFailure, Verdict, judge, translated
-from proxyapi.upstream.retry import DeadlineTimeout, call_state
+from proxyapi.upstream.retry import DeadlineTimeout, call_state, retry_after_seconds
 from proxyapi.upstream.stats import ProviderStats
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ class Upstream:
         self.breakers = Breakers(config)
         self._lock = threading.Lock()
         self._clients: ProcessClients | None = None
+        # provider -> monotonic time until which it asked (429 + Retry-After) not to be called
+        self._cooldowns: dict[str, float] = {}
 
     # ----------------------------------------------------------------- connections
 
@@ -139,12 +142,17 @@ class Upstream:
         with call_state(deadline) as state:
             last_error: ProxyAPIError | None = None
             open_waits: list[float] = []
+            cooling: list[float] = []
             failed: list[str] = []
             tried: list[str] = []
             for target in targets:
                 name = target.provider.name
                 if deadline.expired():
                     break
+                left = self._cooldowns.get(name, 0.0) - time.monotonic()
+                if left > 0:
+                    cooling.append(left)
+                    continue
                 stats = self.stats[name]
                 started, retries_before = time.monotonic(), state.retries
                 try:
@@ -173,6 +181,7 @@ class Upstream:
                     raise error
                 last_error = error  # FALLBACK: not this provider's fault; another may serve it
                 failed.append(name)
+                self._cool_down(name, error)
             if deadline.expired():
                 raise DeadlineExceeded(
                     f"No provider answered within the request's deadline of "
@@ -180,12 +189,30 @@ class Upstream:
                 )
             if last_error is not None:
                 raise last_error
+            if cooling:
+                retry_after = max(1, math.ceil(min(cooling + open_waits)))
+                raise UpstreamRejected(
+                    429,
+                    f"Every provider for this model is rate limited; retry in {retry_after}s.",
+                    type="rate_limit_error",
+                    error_code="upstream_rate_limited",
+                    headers={"Retry-After": str(retry_after)},
+                )
             retry_after = max(1, math.ceil(min(open_waits))) if open_waits else 1
             raise ServiceUnavailable(
                 "Every provider for this model is failing and has been taken out of rotation "
                 f"(circuit open); retry in {retry_after}s.",
                 headers={"Retry-After": str(retry_after)},
             )
+
+    def _cool_down(self, name: str, error: ProxyAPIError) -> None:
+        """Skip a provider that answered 429 for as long as its Retry-After asks."""
+        if error.code != 429:
+            return
+        wait = retry_after_seconds(error.extra_headers)
+        if wait:
+            self._cooldowns[name] = time.monotonic() + wait
+            log.info("provider %s is rate limited: skipped for %.3gs", name, wait)
 
     # ----------------------------------------------------------------- operations
 

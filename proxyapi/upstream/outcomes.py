@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from proxyapi.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from proxyapi.upstream.retry import retry_after_seconds
 
 if TYPE_CHECKING:
     from proxyapi.config import ProviderConfig
@@ -73,8 +75,9 @@ def judge(adapter: Adapter, reply: UpstreamReply) -> tuple[Verdict, ProxyAPIErro
         )
     info = adapter.parse_error(reply)
     headers = {}
-    if status == 429 and reply.headers.get("Retry-After"):
-        headers["Retry-After"] = reply.headers["Retry-After"]
+    wait = retry_after_seconds(reply.headers) if status == 429 else None
+    if wait is not None:
+        headers["Retry-After"] = str(math.ceil(wait))
     error = UpstreamRejected(
         status,
         info.message,

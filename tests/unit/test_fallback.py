@@ -72,17 +72,11 @@ def test_provider_failures_fall_back_to_the_next_provider(failure: dict[str, Any
 
 
 @pytest.mark.parametrize(
-    ("failure", "retried"),
-    [
-        ({"status": 404, "json": {"error": {"message": "no model"}}}, False),
-        ({"status": 429, "headers": {"Retry-After": "60"}}, False),
-        ({"status": 429}, False),
-    ],
+    "failure",
+    [{"status": 404, "json": {"error": {"message": "no model"}}}, {"status": 429}],
 )
 @responses.activate
-def test_not_found_and_rate_limited_fall_back_without_counting(
-    failure: dict[str, Any], retried: bool
-) -> None:
+def test_not_found_and_rate_limited_fall_back_without_counting(failure: dict[str, Any]) -> None:
     client = make_client(fail_max=1)
     responses.post(f"{A}/chat/completions", **failure)
     responses.post(f"{B}/chat/completions", json=ANSWER)
@@ -91,6 +85,22 @@ def test_not_found_and_rate_limited_fall_back_without_counting(
     assert calls_to(A) == 3  # fail_max=1, yet A is still asked: these are not failures
     status = client.get("/v1/providers", headers=HEADERS).json
     assert status["data"][0]["breaker"]["state"] == "closed"
+
+
+@responses.activate
+def test_a_long_retry_after_takes_the_provider_out_for_that_long() -> None:
+    client = make_client(fail_max=1)
+    responses.post(f"{A}/chat/completions", status=429, headers={"Retry-After": "60"})
+    responses.post(f"{B}/chat/completions", status=429, headers={"retry-after-ms": "20000"})
+    first = chat(client)
+    assert first.status_code == 429 and calls_to(A) == 1 and calls_to(B) == 1
+    again = chat(client)  # nobody is asked: both said when to come back
+    assert again.status_code == 429 and calls_to(A) == 1 and calls_to(B) == 1
+    assert again.json["error"]["code"] == "upstream_rate_limited"
+    assert 19 <= int(again.headers["Retry-After"]) <= 20
+    assert (
+        client.get("/v1/providers", headers=HEADERS).json["data"][0]["breaker"]["state"] == "closed"
+    )
 
 
 @responses.activate

@@ -161,8 +161,8 @@ def test_no_retry_whose_wait_ends_past_the_deadline(monkeypatch: pytest.MonkeyPa
                 break
             waits.append(r.planned)
             r.sleep()
-        # Every wait is 2-4 s: the first fits in 5 s, a second one would end past the deadline.
-        assert len(waits) == 1 and clock[0] <= 5
+        # Waits are 2-4 s: one or two fit in 5 s, never one that would end past the deadline.
+        assert 1 <= len(waits) <= 2 and clock[0] < 5
 
 
 def test_deadline_timeout_gives_each_attempt_only_what_is_left() -> None:
