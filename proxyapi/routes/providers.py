@@ -13,19 +13,7 @@ bp = Blueprint("providers", __name__, url_prefix="/v1")
 
 @bp.get("/providers")
 def list_providers() -> Response:
-    """Report provider status; counters are this worker's, breakers may be shared."""
+    """Report provider status: merged over all workers with Redis, else this worker's."""
     up: upstream.Upstream = current_app.extensions[upstream.EXTENSION]
-    return jsonify(
-        object="list",
-        scope={
-            "counters": "worker",
-            "breakers": "shared" if up.breakers.shared else "worker",
-            "note": (
-                "Request counters, latencies and pool figures are this worker process's own "
-                "(one gunicorn worker answered this request); breaker state is shared by all "
-                "workers and hosts when Redis is configured."
-            ),
-        },
-        worker_pid=os.getpid(),
-        data=up.describe(),
-    )
+    scope, data = up.describe()
+    return jsonify(object="list", scope=scope, worker_pid=os.getpid(), data=data)

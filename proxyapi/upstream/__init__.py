@@ -19,6 +19,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import redis
 import requests
 from flask import Flask
 
@@ -35,9 +36,10 @@ from proxyapi.providers.base import Adapter, Operation, UpstreamReply, UpstreamR
 from proxyapi.streaming import Relay
 from proxyapi.upstream.breakers import Breakers, CircuitBreakerError
 from proxyapi.upstream.clients import ProcessClients
+from proxyapi.upstream.fleet import FleetStats
 from proxyapi.upstream.outcomes import ProviderFailure, Verdict, judge, translated
 from proxyapi.upstream.retry import DeadlineTimeout, call_state, retry_after_seconds
-from proxyapi.upstream.stats import ProviderStats
+from proxyapi.upstream.stats import ProviderStats, summarize
 
 if TYPE_CHECKING:
     from proxyapi.config import Config, ProviderConfig
@@ -89,7 +91,16 @@ class Upstream:
         self.providers = {p.name: p for p in config.providers}
         self.adapters: dict[str, Adapter] = {p.name: adapter_for(p) for p in config.providers}
         self.stats = {p.name: ProviderStats() for p in config.providers}
-        self.breakers = Breakers(config)
+        self.redis: redis.Redis | None = None
+        if config.redis.url:
+            # No I/O here: redis-py connects on first use (and is fork-safe).
+            self.redis = redis.Redis.from_url(
+                config.redis.url,
+                socket_connect_timeout=config.redis.timeout,
+                socket_timeout=config.redis.timeout,
+            )
+        self.breakers = Breakers(config.providers, self.redis)
+        self.fleet = FleetStats(self.redis, self._local_figures) if self.redis else None
         self._lock = threading.Lock()
         self._clients: ProcessClients | None = None
         # provider -> monotonic time until which it asked (429 + Retry-After) not to be called
@@ -106,6 +117,8 @@ class Upstream:
                 if clients is None or clients.pid != os.getpid():
                     rates = {name: s.failure_rate for name, s in self.stats.items()}
                     clients = self._clients = ProcessClients(self.providers, rates)
+                    if self.fleet is not None:
+                        self.fleet.start()
         return clients
 
     def _send(
@@ -368,22 +381,45 @@ class Upstream:
 
     # ----------------------------------------------------------------- reporting
 
-    def describe(self) -> list[dict[str, Any]]:
-        """Return each provider's breaker, counters and pool use, for /v1/providers."""
+    def _local_figures(self) -> dict[str, Any]:
         clients = self.clients()
+        return {
+            name: {**stats.raw(), "pool": clients.pool_counts(name)}
+            for name, stats in self.stats.items()
+        }
+
+    def describe(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Return (scope, per-provider breaker, counters and pool use) for /v1/providers.
+
+        In distributed mode the counters of every live worker on every host are merged;
+        otherwise they are this worker's.
+        """
+        local = self._local_figures()
+        workers = None
+        if self.fleet is not None:
+            self.fleet.publish()
+            workers = self.fleet.collect()
+        scope = {
+            "counters": "all workers" if workers else "this worker",
+            "workers_reporting": len(workers) if workers else 1,
+            "breakers": "shared" if self.breakers.shared else "this worker",
+        }
+        figures = [w["providers"] for w in workers] if workers else [local]
         out = []
         for name, provider in sorted(self.providers.items(), key=lambda kv: kv[1].priority):
+            mine = [f[name] for f in figures if name in f]
+            pools = [m["pool"] for m in mine]
             out.append(
                 {
                     "name": name,
                     "type": provider.type,
                     "priority": provider.priority,
                     "breaker": self.breakers.describe(name),
-                    **self.stats[name].snapshot(),
-                    "pool": clients.pool_counts(name),
+                    **summarize(mine),
+                    "pool": {k: sum(p[k] for p in pools) for k in pools[0]} if pools else {},
                 }
             )
-        return out
+        return scope, out
 
 
 def _read_all(resp: requests.Response, deadline: Deadline, provider: ProviderConfig) -> bytes:

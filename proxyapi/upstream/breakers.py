@@ -22,7 +22,7 @@ import pybreaker
 import redis
 
 if TYPE_CHECKING:
-    from proxyapi.config import Config, ProviderConfig
+    from proxyapi.config import ProviderConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +36,13 @@ CircuitBreakerError = pybreaker.CircuitBreakerError
 class Breakers:
     """The breakers of every provider, built on first use in each process."""
 
-    def __init__(self, config: Config) -> None:
-        self.providers = {p.name: p for p in config.providers}
-        self.shared = bool(config.redis.url)
-        self._redis: redis.Redis | None = None
-        if config.redis.url:
-            # decode_responses must stay False for CircuitRedisStorage. No I/O happens here.
-            self._redis = redis.Redis.from_url(
-                config.redis.url,
-                socket_connect_timeout=config.redis.timeout,
-                socket_timeout=config.redis.timeout,
-            )
+    def __init__(
+        self, providers: tuple[ProviderConfig, ...], client: redis.Redis | None = None
+    ) -> None:
+        self.providers = {p.name: p for p in providers}
+        self.shared = client is not None
+        # decode_responses must stay False on this client for CircuitRedisStorage.
+        self._redis = client
         self._lock = threading.Lock()
         self._shared: dict[str, pybreaker.CircuitBreaker] = {}
         self._local: dict[str, pybreaker.CircuitBreaker] = {}

@@ -20,6 +20,8 @@ WINDOW_SECONDS = 60.0
 WINDOW_MIN_CALLS = 5
 # Latencies kept for the average and p95: recent enough to show a change within minutes.
 LATENCY_SAMPLES = 1000
+# Of those, how many each worker shares with the others in distributed mode.
+SHARED_LATENCY_SAMPLES = 200
 
 
 class ProviderStats:
@@ -73,21 +75,39 @@ class ProviderStats:
             return 0.0
         return recent.count(False) / len(recent)
 
-    def snapshot(self) -> dict[str, Any]:
-        """Return the counters as plain data."""
+    def raw(self) -> dict[str, Any]:
+        """Return the counters and recent samples as plain, JSON-ready data."""
+        cutoff = self._clock() - WINDOW_SECONDS
         with self._lock:
-            latencies = sorted(self._latencies)
-            data: dict[str, Any] = {
+            return {
                 "requests": self.requests,
                 "errors": self.errors,
-                "error_rate": round(self.errors / self.requests, 4) if self.requests else 0.0,
                 "retries": self.retries,
                 "fallbacks_from": self.fallbacks_from,
                 "fallbacks_to": self.fallbacks_to,
                 "consecutive_failures": self.consecutive_failures,
+                "latencies": list(self._latencies)[-SHARED_LATENCY_SAMPLES:],
+                "recent": [ok for at, ok in self._window if at >= cutoff],
             }
-        avg = sum(latencies) / len(latencies) if latencies else 0.0
-        p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else 0.0
-        data["latency_ms"] = {"avg": round(avg * 1000, 2), "p95": round(p95 * 1000, 2)}
-        data["recent_failure_rate"] = round(self.failure_rate(), 4)
-        return data
+
+
+def summarize(raws: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the raw figures of one provider from one or more workers into the public view."""
+    total = {
+        key: sum(r[key] for r in raws)
+        for key in ("requests", "errors", "retries", "fallbacks_from", "fallbacks_to")
+    }
+    latencies = sorted(x for r in raws for x in r["latencies"])
+    recent = [ok for r in raws for ok in r["recent"]]
+    avg = sum(latencies) / len(latencies) if latencies else 0.0
+    p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else 0.0
+    return {
+        **total,
+        "error_rate": round(total["errors"] / total["requests"], 4) if total["requests"] else 0.0,
+        # Per worker, so the worst worker's streak is the one that matters.
+        "consecutive_failures": max((r["consecutive_failures"] for r in raws), default=0),
+        "latency_ms": {"avg": round(avg * 1000, 2), "p95": round(p95 * 1000, 2)},
+        "recent_failure_rate": (
+            round(recent.count(False) / len(recent), 4) if len(recent) >= WINDOW_MIN_CALLS else 0.0
+        ),
+    }

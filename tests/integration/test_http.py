@@ -202,3 +202,20 @@ def test_stream_headers(gateway: GatewayProcess) -> None:
     assert "Content-Length" not in resp.headers
     body = resp.content
     assert body.endswith(b"data: [DONE]\n\n")
+
+
+def test_providers_status_reports_pool_reuse(gateway: GatewayProcess) -> None:
+    session = requests.Session()
+    for _ in range(3):
+        assert session.post(
+            f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=5
+        ).ok
+    status = requests.get(f"{gateway.url}/v1/providers", headers=AUTH, timeout=5).json()
+    assert (
+        status["scope"]["counters"] == "this worker"
+        and status["scope"]["breakers"] == "this worker"
+    )
+    (fake,) = status["data"]
+    assert fake["breaker"]["state"] == "closed" and fake["requests"] >= 3
+    assert fake["pool"]["connections_reused"] >= 2  # one pooled connection, used again
+    assert fake["latency_ms"]["p95"] > 0

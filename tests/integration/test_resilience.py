@@ -321,6 +321,18 @@ def test_breaker_opened_through_one_worker_is_open_on_the_other(
             break
     assert seen and set(seen.values()) == {"open"}
     assert data["scope"]["breakers"] == "shared"
+    # Counters are merged over both workers once each has shared its figures (every 2 s).
+    time.sleep(2.5)
+    status = requests.get(f"{gw.url}/v1/providers", headers=AUTH, timeout=5).json()
+    assert status["scope"] == {
+        "counters": "all workers",
+        "workers_reporting": 2,
+        "breakers": "shared",
+    }
+    merged = {p["name"]: p for p in status["data"]}
+    assert merged["sick"]["requests"] == FAIL_MAX and merged["sick"]["errors"] == FAIL_MAX
+    assert merged["healthy"]["requests"] == FAIL_MAX + 40
+    assert merged["healthy"]["pool"]["connections_opened"] >= 2  # one pool per worker
 
 
 def test_redis_down_at_boot_does_not_stop_the_gateway(

@@ -16,7 +16,7 @@ from proxyapi.upstream.retry import (
     call_state,
     retry_after_seconds,
 )
-from proxyapi.upstream.stats import ProviderStats
+from proxyapi.upstream.stats import ProviderStats, summarize
 
 
 def schedule(policy: RetryPolicy, rate: float = 0.0, rand: float = 0.0) -> list[float]:
@@ -62,7 +62,7 @@ def test_failure_rate_window_with_fake_clock() -> None:
     for _ in range(30):
         stats.record(False, 0.1, 0)
     assert stats.failure_rate() == 1.0  # only the last 20 count
-    snap = stats.snapshot()
+    snap = summarize([stats.raw()])
     assert snap["requests"] == 36 and snap["errors"] == 33 and snap["consecutive_failures"] == 30
 
 
@@ -171,3 +171,16 @@ def test_deadline_timeout_gives_each_attempt_only_what_is_left() -> None:
     assert clone.connect_timeout <= 2 and clone.total is not None and clone.total <= 2
     roomy = DeadlineTimeout(connect=5, read=60, deadline=Deadline.after(500)).clone()
     assert roomy.connect_timeout == 5
+
+
+def test_summaries_merge_workers() -> None:
+    a, b = ProviderStats(), ProviderStats()
+    for _ in range(3):
+        a.record(True, 0.010, 1)
+    b.record(False, 0.100, 0)
+    b.record(False, 0.100, 2)
+    merged = summarize([a.raw(), b.raw()])
+    assert (merged["requests"], merged["errors"], merged["retries"]) == (5, 2, 5)
+    assert merged["error_rate"] == 0.4 and merged["consecutive_failures"] == 2
+    assert merged["latency_ms"] == {"avg": 46.0, "p95": 100.0}
+    assert merged["recent_failure_rate"] == 0.4
