@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 import requests
 
-from tests.conftest import ALICE_KEY, UPSTREAM_KEY
+from tests.conftest import ALICE_KEY, UPSTREAM_KEY, base_config
 from tests.fakes.gateway import GatewayProcess
 from tests.fakes.upstream import FakeUpstream, Fault
 from tests.schemas import assert_valid
@@ -166,11 +167,18 @@ def test_upstream_faults(
         assert "request id" in str(err["message"])
 
 
-def test_upstream_429_relayed_with_retry_after(gateway: GatewayProcess, fake: FakeUpstream) -> None:
+def test_upstream_429_relayed_with_retry_after(
+    fake: FakeUpstream, launch: Callable[..., GatewayProcess]
+) -> None:
+    # Its own gateway: the 429 takes the provider out of rotation for its Retry-After.
+    gw = launch(base_config(fake))
     fake.script(Fault(status=429, headers={"Retry-After": "2"}))
-    resp = post(gateway, "/v1/chat/completions")
+    resp = post(gw, "/v1/chat/completions")
     error_of(resp, 429, "rate_limit_error")
     assert resp.headers["Retry-After"] == "2"
+    again = post(gw, "/v1/chat/completions")  # within those 2 s the provider is not asked
+    assert error_of(again, 429, "rate_limit_error")["code"] == "upstream_rate_limited"
+    assert len(fake.calls()) == 1
 
 
 def test_upstream_rejecting_our_key_is_502_not_401(

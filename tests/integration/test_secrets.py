@@ -37,19 +37,21 @@ def test_no_secret_in_any_response_or_log_line(
         Fault(status=401, body=echo),
         Fault(status=400, body=echo),
         Fault(status=500, body=echo),
-        Fault(status=429, body=echo, headers={"Retry-After": "1"}),
         Fault(body=b"not json " + UPSTREAM_KEY.encode()),
         Fault(reset=True),
         Fault(chunks=5, reset_after=2),
+        # Last: a 429 takes the provider out of rotation for its Retry-After.
+        Fault(status=429, body=echo, headers={"Retry-After": "1"}),
     )
     for _ in range(5):
         call()
-    call()
     call({**CHAT, "stream": True})
+    call()
     call(key="pk-wrong-" + ALICE_KEY)
     call(key=BOB_KEY, body="{broken")
     call({**CHAT, "model": UPSTREAM_KEY})  # a secret as a model name comes back only as 404
     gw.stop()
+    assert len(fake.calls()) == 7  # every scripted fault was served
     for text in seen:
         for secret in (UPSTREAM_KEY,):
             assert secret not in text, text
