@@ -60,7 +60,7 @@ class Breakers:
 
     def get(self, name: str) -> pybreaker.CircuitBreaker:
         """Return the breaker of provider ``name``."""
-        breaker = self._shared.get(name)
+        breaker = self._shared.get(name) if self._redis is not None else self._local.get(name)
         if breaker is not None:
             return breaker
         provider = self.providers[name]
