@@ -7,7 +7,8 @@ it), then measures, in one run on one machine, with ``wrk`` (Debian package ``wr
 - requests/s at concurrency 16, direct and through the gateway;
 - RSS of each gateway worker after the load.
 
-Run: ``python bench/overhead.py [--workers 2] [--duration 10]``. Prints a table and the ratios.
+Run: ``python bench/overhead.py [--workers 2] [--duration 10] [--redis]``. Prints a table and
+the ratios. ``--redis`` runs the gateway in distributed mode against a redis-server it starts.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.redis_server import RedisServer  # noqa: E402
+
 CLIENT_KEY = "bench-client-key"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -44,7 +49,7 @@ def start_upstream() -> tuple[subprocess.Popen[str], int]:
 
 
 def start_gateway(
-    upstream_port: int, workers: int, threads: int, tmp: Path
+    upstream_port: int, workers: int, threads: int, tmp: Path, redis_url: str | None = None
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     config = tmp / "bench.yaml"
     config.write_text(
@@ -74,6 +79,8 @@ def start_gateway(
         "WEB_CONCURRENCY": str(workers),
         "GUNICORN_THREADS": str(threads),
     }
+    if redis_url:
+        env["REDIS_URL"] = redis_url
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
@@ -151,12 +158,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="distributed mode: start a redis-server and share breaker state through it",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install -y wrk")
     tmp = Path(tempfile.mkdtemp(prefix="proxyapi-bench-"))
+    redis_server = RedisServer(tmp).start() if args.redis else None
     upstream, up_port = start_upstream()
-    gateway, gw_port, log = start_gateway(up_port, args.workers, args.threads, tmp)
+    gateway, gw_port, log = start_gateway(
+        up_port, args.workers, args.threads, tmp, redis_server.url if redis_server else None
+    )
     try:
         direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
         gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
@@ -176,10 +191,13 @@ def main() -> None:
         gateway.wait(timeout=30)
         upstream.terminate()
         upstream.wait(timeout=10)
+        if redis_server is not None:
+            redis_server.stop()
     d, g = results["direct"], results["gateway"]
     print(
         f"machine: {os.cpu_count()} cores; "
-        f"gateway: {args.workers} workers x {args.threads} threads (gthread)"
+        f"gateway: {args.workers} workers x {args.threads} threads (gthread), "
+        f"{'distributed mode (Redis)' if args.redis else 'embedded mode'}"
     )
     print(f"{'':28}{'direct':>12}{'gateway':>12}{'ratio':>10}")
     for label, key, conc in (
