@@ -19,10 +19,10 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import redis
 import requests
 from flask import Flask
 
+from proxyapi import redis_client
 from proxyapi.deadline import Deadline
 from proxyapi.errors import (
     DeadlineExceeded,
@@ -91,14 +91,8 @@ class Upstream:
         self.providers = {p.name: p for p in config.providers}
         self.adapters: dict[str, Adapter] = {p.name: adapter_for(p) for p in config.providers}
         self.stats = {p.name: ProviderStats() for p in config.providers}
-        self.redis: redis.Redis | None = None
-        if config.redis.url:
-            # No I/O here: redis-py connects on first use (and is fork-safe).
-            self.redis = redis.Redis.from_url(
-                config.redis.url,
-                socket_connect_timeout=config.redis.timeout,
-                socket_timeout=config.redis.timeout,
-            )
+        # No I/O here: redis-py connects on first use (and is fork-safe).
+        self.redis = redis_client.connect(config.redis) if config.redis.url else None
         self.breakers = Breakers(config.providers, self.redis)
         self.fleet = FleetStats(self.redis, self._local_figures) if self.redis else None
         self._lock = threading.Lock()

@@ -2,11 +2,11 @@
 
 Embedded mode keeps breaker state in this process (exact with one worker). With a Redis URL
 the state lives in Redis (``CircuitRedisStorage``, namespace ``proxyapi:breaker:<provider>``),
-so a circuit opened through one worker is open on every worker and host. Its storage talks to
-Redis when it is built, so it is built lazily, on first use: a Redis outage at boot must not
-stop the gateway. Until Redis answers, a per-process breaker stands in (and Redis is asked
-again every ``REDIS_RETRY`` seconds); after that, pybreaker itself falls back to "closed" on
-Redis errors, i.e. it fails open.
+so a circuit opened through one worker is open on every worker and host (within
+``STATE_CACHE_SECONDS``, 0.2 s). Its storage talks to Redis when it is built, so it is built
+lazily, on first use: a Redis outage at boot must not stop the gateway. Until Redis answers, a
+per-process breaker stands in (and Redis is asked again every ``REDIS_RETRY`` seconds); after
+that, pybreaker itself falls back to "closed" on Redis errors, i.e. it fails open.
 """
 
 from __future__ import annotations
@@ -29,8 +29,38 @@ log = logging.getLogger(__name__)
 NAMESPACE = "proxyapi:breaker"
 # How long to wait before asking an unreachable Redis again for a breaker's storage.
 REDIS_RETRY = 5.0
+# How long a worker trusts the breaker state it last read from Redis. pybreaker reads the state
+# on every call; caching it this briefly halves the Redis round trips of a successful call, and
+# a circuit opened elsewhere reaches this worker within this time.
+STATE_CACHE_SECONDS = 0.2
 
 CircuitBreakerError = pybreaker.CircuitBreakerError
+
+
+class CachedRedisStorage(pybreaker.CircuitRedisStorage):
+    """``CircuitRedisStorage`` that reuses the state it read for ``STATE_CACHE_SECONDS``.
+
+    pybreaker has no such option; everything else (counters, opened_at, the fallback to
+    "closed" on Redis errors) is pybreaker's own.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._cached: tuple[float, str] | None = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def state(self) -> str:
+        cached = self._cached
+        if cached is not None and time.monotonic() - cached[0] < STATE_CACHE_SECONDS:
+            return cached[1]
+        state = pybreaker.CircuitRedisStorage.state.fget(self)  # type: ignore[attr-defined]
+        self._cached = (time.monotonic(), state)
+        return str(state)
+
+    @state.setter
+    def state(self, state: str) -> None:
+        pybreaker.CircuitRedisStorage.state.fset(self, state)  # type: ignore[attr-defined]
+        self._cached = (time.monotonic(), state)
 
 
 class Breakers:
@@ -69,7 +99,7 @@ class Breakers:
                 if name in self._shared:
                     return self._shared[name]
                 try:
-                    storage = pybreaker.CircuitRedisStorage(
+                    storage = CachedRedisStorage(
                         pybreaker.STATE_CLOSED, self._redis, namespace=f"{NAMESPACE}:{name}"
                     )
                 except redis.RedisError as exc:
