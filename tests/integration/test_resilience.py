@@ -17,6 +17,7 @@ import openai
 import pytest
 import requests
 
+from proxyapi.upstream.breakers import STATE_CACHE_SECONDS
 from tests.conftest import ALICE_KEY, UPSTREAM_KEY
 from tests.fakes.gateway import GatewayProcess
 from tests.fakes.redis_server import free_port
@@ -304,9 +305,12 @@ def test_breaker_opened_through_one_worker_is_open_on_the_other(
         workers=2,
     )
     sick.mode = Fault(status=500)
-    for _ in range(FAIL_MAX):  # one keep-alive connection: one worker opens the breaker
-        assert chat(gw).headers["X-ProxyAPI-Provider"] == "healthy"
+    one_connection = requests.Session()  # keep-alive: one worker opens the breaker
+    for _ in range(FAIL_MAX):
+        resp = one_connection.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+        assert resp.headers["X-ProxyAPI-Provider"] == "healthy"
     assert len(sick.calls()) == FAIL_MAX
+    time.sleep(STATE_CACHE_SECONDS + 0.05)  # how long a worker may trust its last read
     # Now many new connections, spread over both workers: none reaches the sick provider.
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: chat(gw).headers["X-ProxyAPI-Provider"], range(40)))
