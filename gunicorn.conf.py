@@ -61,11 +61,20 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
 def on_starting(server):
-    """Validate the config once in the master, so a typo stops the start with a clear line."""
+    """Check the config once, in the master, before any worker starts.
+
+    A typo stops the start with one clear line; so does a worker count that per-process rate
+    limits cannot honour (N workers with memory:// would make every limit N times larger).
+    """
     from proxyapi.config import ConfigError, load_config
+    from proxyapi.ratelimit import per_process_problem
 
     try:
-        load_config()
+        config = load_config()
     except ConfigError as exc:
         print(f"proxyapi: config error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    problem = per_process_problem(config, server.cfg.workers)
+    if problem:
+        print(f"proxyapi: refusing to start: {problem}", file=sys.stderr)
         sys.exit(1)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from proxyapi import auth, cli, errors, logs, routing, upstream
+from proxyapi import auth, cli, errors, logs, ratelimit, routing, upstream
 from proxyapi.config import Config, load_config, parse_config
 from proxyapi.routes import register
 
@@ -25,11 +25,13 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = cfg.server.max_body_bytes
     app.extensions["proxyapi.config"] = cfg
     app.extensions["proxyapi.secrets"] = tuple(cfg.secrets())
+    # Order matters: before_request hooks run in this order (request id, key, then limits).
     logs.init_app(app, cfg.secrets())
     errors.init_app(app)
     auth.init_app(app, cfg.auth)
+    ratelimit.init_app(app, cfg)
     routing.init_app(app, cfg)
-    upstream.init_app(app, cfg)
+    upstream.init_app(app, cfg, provider_gate=app.extensions[ratelimit.EXTENSION].admit_provider)
     register(app)
     cli.init_app(app)
     return app

@@ -1,8 +1,12 @@
-"""Client keys: hashing, constant-time lookup, and the check that guards every /v1 route.
+"""Client keys: hashing, constant-time lookup, the check on every /v1 route, permissions.
 
 Keys are only ever held as SHA-256 hex digests. A presented key is hashed and compared with
 every configured digest using :func:`hmac.compare_digest`, without stopping at the first match,
 so the time taken does not depend on which key (if any) matched.
+
+A key's ``models`` allowlist (globs) admits a request when the model name the client sent
+matches it, or when every upstream model the name resolves to does (so ``openai/gpt-4o`` is
+``gpt-4o``, and an alias is allowed when all of its targets are).
 """
 
 from __future__ import annotations
@@ -10,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from flask import Flask, current_app, g, request
 
-from proxyapi.errors import AuthenticationFailed
+from proxyapi.errors import AuthenticationFailed, PermissionDenied
 
 if TYPE_CHECKING:
     from proxyapi.config import AuthConfig, KeyConfig
@@ -91,6 +97,28 @@ def authenticate() -> None:
         raise AuthenticationFailed("Invalid API key.")
     g.key = key
     g.key_name = key.name
+
+
+def may_use(key: KeyConfig, model: str, upstream_models: Iterable[str] = ()) -> bool:
+    """Tell whether ``key``'s allowlist admits ``model`` (resolving to ``upstream_models``)."""
+    if not key.models:
+        return True
+    if any(fnmatchcase(model, pattern) for pattern in key.models):
+        return True
+    resolved = list(upstream_models)
+    return bool(resolved) and all(
+        any(fnmatchcase(m, pattern) for pattern in key.models) for m in resolved
+    )
+
+
+def check_model(key: KeyConfig, model: str, upstream_models: Iterable[str]) -> None:
+    """Raise 403 unless ``key`` may use ``model``."""
+    if not may_use(key, model, upstream_models):
+        raise PermissionDenied(
+            f"The key '{key.name}' may not use the model '{model}'.",
+            param="model",
+            error_code="model_not_allowed",
+        )
 
 
 def init_app(app: Flask, auth: AuthConfig) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from proxyapi.errors import ProxyAPIError, UpstreamError, UpstreamTimeout
+from proxyapi.providers.base import Usage
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,10 @@ class Relay:
         self.heartbeat = heartbeat
         # Called once when the body ends: with the error that ended it, or None.
         self.on_finish: Callable[[ProxyAPIError | None], None] | None = None
+        # The usage the stream reported, and whether to keep its usage-only chunk from the
+        # client (the gateway asked for it to count tokens; the client did not).
+        self.usage: Usage | None = None
+        self.strip_usage = False
         self._items: queue.Queue[object] = queue.Queue(maxsize=QUEUE_CHUNKS)
         self._client_gone = threading.Event()
         self._pending = bytearray()
@@ -171,13 +176,32 @@ class Relay:
                 self.close()
                 raise error
 
+    def _observe(self, events: bytes) -> bytes:
+        """Note the usage the events report; drop the usage-only chunk when asked to."""
+        if b'"usage"' not in events:
+            return events
+        kept = []
+        for event in events.split(b"\n\n"):
+            data = event[6:] if event.startswith(b"data: {") else b""
+            if b'"usage"' in data:
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    chunk = None
+                if isinstance(chunk, dict):
+                    self.usage = Usage.from_openai(chunk.get("usage")) or self.usage
+                    if self.strip_usage and chunk.get("choices") == []:
+                        continue
+            kept.append(event)
+        return b"\n\n".join(kept)
+
     def events(self) -> Iterator[bytes]:
         """Yield the response body: whole events, heartbeats while silent, then the end."""
         error: ProxyAPIError | None = None
         try:
-            if self._ready:
-                yield self._ready
-                self._ready = b""
+            ready, self._ready = self._observe(self._ready), b""
+            if ready:  # an empty write could end a chunked body early
+                yield ready
             while True:
                 try:
                     item = self._items.get(timeout=self.heartbeat)
@@ -187,6 +211,7 @@ class Relay:
                     continue
                 if item is _END:
                     last, error = self._ending()
+                    last = self._observe(last)
                     if last:
                         yield last
                     return
@@ -195,7 +220,7 @@ class Relay:
                     yield sse_error_event(item)
                     return
                 assert isinstance(item, bytes)
-                out = self._take(item)
+                out = self._observe(self._take(item))
                 if out:
                     yield out
         finally:

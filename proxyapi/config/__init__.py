@@ -30,13 +30,16 @@ from proxyapi.config.model import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_REDIS_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
+    LIMIT_STRATEGIES,
     PROVIDER_TYPES,
     RETRY_STRATEGIES,
+    STORAGE_ERROR_POLICIES,
     AuthConfig,
     BreakerConfig,
     Config,
     KeyConfig,
     ProviderConfig,
+    RateLimitConfig,
     RedisConfig,
     RetryConfig,
     ServerConfig,
@@ -51,6 +54,7 @@ __all__ = [
     "ConfigError",
     "KeyConfig",
     "ProviderConfig",
+    "RateLimitConfig",
     "RedisConfig",
     "RetryConfig",
     "ServerConfig",
@@ -114,7 +118,7 @@ def parse_config(
     if not isinstance(data, Mapping):
         raise ConfigError(f"the config must be a mapping at the top level, got {data!r}")
     resolved: dict[str, Any] = c.interpolate(data, env)
-    c.only(resolved, "", ("server", "auth", "providers", "models", "redis"))
+    c.only(resolved, "", ("server", "auth", "providers", "models", "redis", "rate_limits"))
     providers = _parse_providers(resolved.get("providers", []), env)
     return Config(
         server=_parse_server(c.section(resolved, "server")),
@@ -122,6 +126,7 @@ def parse_config(
         providers=providers,
         aliases=_parse_aliases(c.section(resolved, "models"), providers),
         redis=_parse_redis(c.section(resolved, "redis"), env),
+        rate_limits=_parse_rate_limits(c.section(resolved, "rate_limits")),
         source=source,
     )
 
@@ -177,6 +182,48 @@ def _parse_redis(data: Mapping[str, Any], env: Mapping[str, str]) -> RedisConfig
     )
 
 
+def _parse_rate_limits(data: Mapping[str, Any]) -> RateLimitConfig:
+    w = "rate_limits"
+    c.only(
+        data,
+        w,
+        (
+            "storage_uri",
+            "strategy",
+            "per_key",
+            "global",
+            "routes",
+            "on_storage_error",
+            "allow_per_process",
+        ),
+    )
+    d = RateLimitConfig()
+    uri = data.get("storage_uri") or None
+    if uri is not None and not (isinstance(uri, str) and "://" in uri):
+        raise ConfigError(
+            "rate_limits.storage_uri must be a URI such as memory:// or redis://host:6379"
+        )
+    routes_raw = c.section(data, "routes", w)
+    routes = {}
+    for path in routes_raw:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(
+                f"rate_limits.routes keys must be paths such as '/v1/embeddings', got {path!r}"
+            )
+        routes[path] = c.get(routes_raw, "rate_limits.routes", path, c.limit_list, None)
+    return RateLimitConfig(
+        storage_uri=uri,
+        strategy=c.get(data, w, "strategy", c.choice(LIMIT_STRATEGIES), d.strategy),
+        per_key=c.get(data, w, "per_key", c.limit_list, ()),
+        global_=c.get(data, w, "global", c.limit_list, ()),
+        routes=routes,
+        on_storage_error=c.get(
+            data, w, "on_storage_error", c.choice(STORAGE_ERROR_POLICIES), d.on_storage_error
+        ),
+        allow_per_process=c.get(data, w, "allow_per_process", c.boolean, False),
+    )
+
+
 def _parse_auth(data: Mapping[str, Any], env: Mapping[str, str]) -> AuthConfig:
     c.only(data, "auth", ("keys", "header"))
     header = c.get(data, "auth", "header", c.header_name, "X-API-Key")
@@ -192,7 +239,7 @@ def _parse_auth(data: Mapping[str, Any], env: Mapping[str, str]) -> AuthConfig:
 def _parse_key(raw: Any, where: str, env: Mapping[str, str]) -> KeyConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping, got {raw!r}")
-    c.only(raw, where, ("name", "sha256", "key_env", "admin"))
+    c.only(raw, where, ("name", "sha256", "key_env", "admin", "models", "limits", "token_limits"))
     name = c.get(raw, where, "name", c.name, None)
     if ("sha256" in raw) == ("key_env" in raw):
         raise ConfigError(f"{where} ({name}) needs exactly one of 'sha256' or 'key_env'")
@@ -211,7 +258,14 @@ def _parse_key(raw: Any, where: str, env: Mapping[str, str]) -> KeyConfig:
         if not secret:
             raise ConfigError(f"{where}.key_env names {var!r}, which is not set or empty")
         digest = hash_key(secret)
-    return KeyConfig(name=name, sha256=digest, admin=c.get(raw, where, "admin", c.boolean, False))
+    return KeyConfig(
+        name=name,
+        sha256=digest,
+        admin=c.get(raw, where, "admin", c.boolean, False),
+        models=c.get(raw, where, "models", c.glob_list, ()),
+        limits=c.get(raw, where, "limits", c.limit_list, None) if "limits" in raw else None,
+        token_limits=c.get(raw, where, "token_limits", c.limit_list, ()),
+    )
 
 
 def _parse_providers(raw: Any, env: Mapping[str, str]) -> tuple[ProviderConfig, ...]:
@@ -233,6 +287,7 @@ _PROVIDER_KEYS = (
     "pool_size",
     "retry",
     "breaker",
+    "rate_limit",
 )
 
 
@@ -262,6 +317,7 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
         pool_size=c.get(raw, where, "pool_size", c.positive_int, DEFAULT_POOL_SIZE),
         retry=_parse_retry(c.section(raw, "retry", where), f"{where}.retry"),
         breaker=_parse_breaker(c.section(raw, "breaker", where), f"{where}.breaker"),
+        rate_limit=c.get(raw, where, "rate_limit", c.limit_list, ()),
     )
 
 

@@ -156,6 +156,32 @@ def choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
+def limit_list(v: Any) -> tuple[str, ...]:
+    """Rate limits such as ``"60/minute"`` or ``["20/second", "600/minute"]``."""
+    from limits import parse_many  # the same parser flask-limiter applies later
+
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+        raise ValueError("must be a rate limit like '60/minute' or a list of them")
+    for item in v:
+        try:
+            parse_many(item)
+        except ValueError:
+            raise ValueError(
+                f"has {item!r}, which is not a rate limit like '60/minute' or '10 per second'"
+            ) from None
+    return tuple(x.strip() for x in v)
+
+
+def glob_list(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+        raise ValueError("must be a list of model names or globs such as 'gpt-4o*'")
+    return tuple(x.strip() for x in v)
+
+
 def model_list(v: Any) -> list[str]:
     if isinstance(v, str):
         v = [v]

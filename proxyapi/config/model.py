@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 PROVIDER_TYPES = ("openai",)
 RETRY_STRATEGIES = ("exponential", "immediate", "adaptive")
+LIMIT_STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
+STORAGE_ERROR_POLICIES = ("per-process", "fail-open", "fail-closed")
 
 # 10 MiB holds a long conversation with a few inline images; bigger bodies are almost always
 # a client bug, and Flask would otherwise buffer them in memory.
@@ -57,6 +59,12 @@ class KeyConfig:
     name: str
     sha256: str = field(repr=False)
     admin: bool = False
+    # Globs of the model names this key may use; empty means every model.
+    models: tuple[str, ...] = ()
+    # Request limits ("60/minute"); None means rate_limits.per_key applies.
+    limits: tuple[str, ...] | None = None
+    # Token budgets ("200000/day"), charged with the usage each answer reports.
+    token_limits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,36 @@ class ProviderConfig:
     pool_size: int = DEFAULT_POOL_SIZE
     retry: RetryConfig = RetryConfig()
     breaker: BreakerConfig = BreakerConfig()
+    # Caps on what the gateway sends this provider ("500/minute"); past them, the next
+    # provider is tried.
+    rate_limit: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Request and token limits, and where their counters live."""
+
+    # None: redis.url when set (distributed mode), else "memory://".
+    storage_uri: str | None = field(default=None, repr=False)
+    strategy: str = "moving-window"
+    per_key: tuple[str, ...] = ()
+    global_: tuple[str, ...] = ()
+    routes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    on_storage_error: str = "per-process"
+    # memory:// with several workers makes every limit N times larger; refused unless set.
+    allow_per_process: bool = False
+
+    def any_configured(
+        self, keys: tuple[KeyConfig, ...], providers: tuple[ProviderConfig, ...]
+    ) -> bool:
+        """Tell whether any limit at all is configured."""
+        return bool(
+            self.per_key
+            or self.global_
+            or self.routes
+            or any(k.limits or k.token_limits for k in keys)
+            or any(p.rate_limit for p in providers)
+        )
 
 
 @dataclass(frozen=True)
@@ -125,7 +163,13 @@ class Config:
     # alias -> ordered (provider name, upstream model) targets
     aliases: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     redis: RedisConfig = RedisConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
     source: str = "defaults"
+
+    @property
+    def limits_storage_uri(self) -> str:
+        """Where rate-limit counters live: the explicit URI, else Redis, else this process."""
+        return self.rate_limits.storage_uri or self.redis.url or "memory://"
 
     def secrets(self) -> list[str]:
         """Return every secret the config holds, so they can be kept out of responses and logs."""

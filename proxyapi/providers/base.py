@@ -48,6 +48,28 @@ class UpstreamReply:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Tokens an answer used, as OpenAI reports them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_openai(cls, data: Any) -> Usage | None:
+        """Read an OpenAI ``usage`` object; None if it is not one."""
+        if not isinstance(data, dict):
+            return None
+
+        def count(name: str) -> int:
+            value = data.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        prompt, completion = count("prompt_tokens"), count("completion_tokens")
+        return cls(prompt, completion, count("total_tokens") or prompt + completion)
+
+
+@dataclass(frozen=True)
 class ErrorInfo:
     """What a provider's error body says, in OpenAI terms."""
 
@@ -82,8 +104,9 @@ class Adapter(ABC):
         """Build the upstream call for an OpenAI request ``body`` aimed at ``model``."""
 
     @abstractmethod
-    def parse(self, op: Operation, reply: UpstreamReply) -> bytes:
-        """Return the OpenAI JSON body for a 2xx reply; raise UpstreamMalformed if it is none."""
+    def parse(self, op: Operation, reply: UpstreamReply) -> tuple[bytes, Usage | None]:
+        """Return the OpenAI JSON body of a 2xx reply and its usage; raise UpstreamMalformed
+        if the reply is not an answer."""
 
     @abstractmethod
     def parse_error(self, reply: UpstreamReply) -> ErrorInfo:

@@ -19,6 +19,7 @@ from proxyapi.providers.base import (
     Operation,
     UpstreamReply,
     UpstreamRequest,
+    Usage,
     load_json_object,
 )
 
@@ -62,7 +63,7 @@ class OpenAIAdapter(Adapter):
             stream=stream,
         )
 
-    def parse(self, op: Operation, reply: UpstreamReply) -> bytes:
+    def parse(self, op: Operation, reply: UpstreamReply) -> tuple[bytes, Usage | None]:
         data = load_json_object(reply.body)
         if data is None:
             raise UpstreamMalformed(
@@ -74,7 +75,7 @@ class OpenAIAdapter(Adapter):
                 f"Provider '{self.provider.name}' answered {reply.status} without "
                 f"'{_RESULT_FIELD[op]}'."
             )
-        return reply.body
+        return reply.body, Usage.from_openai(data.get("usage"))
 
     def parse_error(self, reply: UpstreamReply) -> ErrorInfo:
         data = load_json_object(reply.body)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
-from proxyapi import routing, upstream
-from proxyapi.config import Config
+from proxyapi import auth, ratelimit, routing, upstream
+from proxyapi.config import Config, KeyConfig
 from proxyapi.deadline import Deadline
 from proxyapi.errors import InvalidRequest
 from proxyapi.providers.base import Operation
@@ -43,27 +43,47 @@ def _proxy(op: Operation) -> Response:
     deadline = request_deadline(config)
     body = read_json_object()
     validate(op, body)
-    g.model = body["model"]
-    targets = current_app.extensions[routing.EXTENSION].resolve(body["model"])
+    key: KeyConfig = g.key
+    g.model = model = body["model"]
+    targets = current_app.extensions[routing.EXTENSION].resolve(model)
+    auth.check_model(key, model, (t.model for t in targets))
+    limits: ratelimit.Limits = current_app.extensions[ratelimit.EXTENSION]
+    token_headers = limits.check_tokens(key)
     up: upstream.Upstream = current_app.extensions[upstream.EXTENSION]
     if body.get("stream"):
+        options = body.get("stream_options") or {}
+        # A token budget needs the stream's usage: ask for it, and keep the usage-only chunk
+        # from a client that did not.
+        count_tokens = bool(key.token_limits) and not options.get("include_usage")
+        if count_tokens:
+            body = {**body, "stream_options": {**options, "include_usage": True}}
         started = up.open_stream(targets, op, body, deadline)
+        started.relay.strip_usage = count_tokens
         g.provider = started.provider
-        return Response(
+        response = Response(
             stream_with_context(started.relay.events()),
             mimetype="text/event-stream",
             headers={
                 **SSE_HEADERS,
+                **token_headers,
                 PROVIDER_HEADER: started.provider,
                 ATTEMPTS_HEADER: str(started.attempts),
             },
         )
+        relay = started.relay
+        response.call_on_close(lambda: limits.charge_tokens(key, relay.usage))
+        return response
     answer = up.complete(targets, op, body, deadline)
     g.provider = answer.provider
+    limits.charge_tokens(key, answer.usage)
     return Response(
         answer.body,
         mimetype="application/json",
-        headers={PROVIDER_HEADER: answer.provider, ATTEMPTS_HEADER: str(answer.attempts)},
+        headers={
+            **token_headers,
+            PROVIDER_HEADER: answer.provider,
+            ATTEMPTS_HEADER: str(answer.attempts),
+        },
     )
 
 

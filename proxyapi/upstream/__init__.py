@@ -32,7 +32,7 @@ from proxyapi.errors import (
     UpstreamRejected,
 )
 from proxyapi.providers import adapter_for
-from proxyapi.providers.base import Adapter, Operation, UpstreamReply, UpstreamRequest
+from proxyapi.providers.base import Adapter, Operation, UpstreamReply, UpstreamRequest, Usage
 from proxyapi.streaming import Relay
 from proxyapi.upstream.breakers import Breakers, CircuitBreakerError
 from proxyapi.upstream.clients import ProcessClients
@@ -60,11 +60,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Answer:
-    """A complete OpenAI-shaped answer, who gave it, and how many upstream attempts it took."""
+    """A complete OpenAI-shaped answer, who gave it, how many upstream attempts it took, and
+    the tokens it used (if the provider said)."""
 
     provider: str
     body: bytes
     attempts: int
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Upstream:
         self._clients: ProcessClients | None = None
         # provider -> monotonic time until which it asked (429 + Retry-After) not to be called
         self._cooldowns: dict[str, float] = {}
+        self.provider_gate: Callable[[str], float | None] | None = None
 
     # ----------------------------------------------------------------- connections
 
@@ -157,6 +160,10 @@ class Upstream:
                 if deadline.expired():
                     break
                 left = self._cooldowns.get(name, 0.0) - time.monotonic()
+                if left <= 0 and self.provider_gate is not None:
+                    left = self.provider_gate(name) or 0.0
+                    if left > 0:
+                        log.info("provider %s skipped: at the gateway's cap for it", name)
                 if left > 0:
                     cooling.append(left)
                     continue
@@ -200,7 +207,8 @@ class Upstream:
                 retry_after = max(1, math.ceil(min(cooling + open_waits)))
                 raise UpstreamRejected(
                     429,
-                    f"Every provider for this model is rate limited; retry in {retry_after}s.",
+                    "Every provider for this model is rate limited (by the provider, or by the "
+                    f"gateway's cap on it); retry in {retry_after}s.",
                     type="rate_limit_error",
                     error_code="upstream_rate_limited",
                     headers={"Retry-After": str(retry_after)},
@@ -232,7 +240,9 @@ class Upstream:
     ) -> Answer:
         """Return the first complete answer from ``targets``, tried in order."""
 
-        def attempt(target: Target) -> tuple[Verdict, bytes | None, ProxyAPIError | None]:
+        def attempt(
+            target: Target,
+        ) -> tuple[Verdict, tuple[bytes, Usage | None] | None, ProxyAPIError | None]:
             provider = target.provider
             adapter = self.adapters[provider.name]
             call = adapter.build(op, body, target.model, stream=False)
@@ -259,8 +269,8 @@ class Upstream:
                 log.warning("provider %s: %s", provider.name, exc.description)
                 raise ProviderFailure(exc) from exc
 
-        name, answer, attempts = self._fallback(targets, deadline, attempt)
-        return Answer(name, answer, attempts)
+        name, (answer, usage), attempts = self._fallback(targets, deadline, attempt)
+        return Answer(name, answer, attempts, usage)
 
     def open_stream(
         self,
@@ -430,6 +440,15 @@ def _read_all(resp: requests.Response, deadline: Deadline, provider: ProviderCon
     return b"".join(parts)
 
 
-def init_app(app: Flask, config: Config) -> None:
-    """Keep the app's :class:`Upstream` in ``app.extensions``."""
-    app.extensions[EXTENSION] = Upstream(config)
+def init_app(
+    app: Flask, config: Config, provider_gate: Callable[[str], float | None] | None = None
+) -> None:
+    """Keep the app's :class:`Upstream` in ``app.extensions``.
+
+    ``provider_gate(name)`` is asked before each call to a provider: None lets it through, a
+    number of seconds skips the provider (it is at the gateway's own cap for it).
+    """
+    up = Upstream(config)
+    if any(p.rate_limit for p in config.providers):
+        up.provider_gate = provider_gate
+    app.extensions[EXTENSION] = up

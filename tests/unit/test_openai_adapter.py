@@ -9,7 +9,7 @@ import pytest
 from proxyapi.config import ProviderConfig
 from proxyapi.errors import UpstreamMalformed
 from proxyapi.providers import adapter_for
-from proxyapi.providers.base import Operation, UpstreamReply
+from proxyapi.providers.base import Operation, UpstreamReply, Usage
 
 
 def make(api_key: str | None = "sk-up") -> object:
@@ -51,16 +51,26 @@ def test_build_without_key_sends_no_authorization() -> None:
 
 
 @pytest.mark.parametrize(
-    ("op", "body"),
+    ("op", "body", "usage"),
     [
-        (Operation.CHAT, {"choices": []}),
-        (Operation.COMPLETIONS, {"choices": [{"text": "x"}]}),
-        (Operation.EMBEDDINGS, {"data": []}),
+        (Operation.CHAT, {"choices": []}, None),
+        (
+            Operation.COMPLETIONS,
+            {"choices": [{"text": "x"}], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
+            Usage(3, 4, 7),
+        ),
+        (
+            Operation.EMBEDDINGS,
+            {"data": [], "usage": {"prompt_tokens": 5, "total_tokens": 5}},
+            Usage(5, 0, 5),
+        ),
     ],
 )
-def test_parse_returns_body_bytes_unchanged(op: Operation, body: dict[str, object]) -> None:
+def test_parse_returns_body_bytes_unchanged_and_usage(
+    op: Operation, body: dict[str, object], usage: Usage | None
+) -> None:
     raw = json.dumps(body).encode()
-    assert make().parse(op, UpstreamReply(200, {}, raw)) == raw  # type: ignore[attr-defined]
+    assert make().parse(op, UpstreamReply(200, {}, raw)) == (raw, usage)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from proxyapi.errors import ProxyAPIError, UpstreamTimeout
+from proxyapi.providers.base import Usage
 from proxyapi.streaming import HEARTBEAT, Relay
 
 
@@ -143,3 +144,17 @@ def test_unexpected_bug_in_the_reader_ends_with_an_error_event() -> None:
     out = run(b"data: 1\n\n", ValueError("bug"))
     assert len(out) == 2
     assert json.loads(out[-1][6:])["error"]["type"] == "upstream_error"
+
+
+USAGE_CHUNK = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}}\n\n'
+
+
+def test_usage_is_read_and_its_chunk_kept_or_stripped() -> None:
+    for strip in (False, True):
+        relay = Relay(Source(b"data: 1\n\n", USAGE_CHUNK, b"data: [DONE]\n\n"), 5)
+        relay.strip_usage = strip
+        relay.wait_first(5)
+        body = b"".join(relay.events())
+        assert relay.usage == Usage(2, 3, 5)
+        assert (USAGE_CHUNK in body) is not strip
+        assert body.startswith(b"data: 1\n\n") and body.endswith(b"data: [DONE]\n\n")

@@ -1,0 +1,273 @@
+"""Rate limits: flask-limiter for requests; its strategy and storage for tokens and providers.
+
+Scopes (each a list of limits such as ``["20/second", "600/minute"]``, all of which apply):
+
+- per key: the key's own ``limits``, else ``rate_limits.per_key``; one counter per key across
+  every /v1 route (a flask-limiter application limit keyed by the key's name).
+- global: ``rate_limits.global``, one counter for the whole gateway.
+- per route: ``rate_limits.routes``, one counter per path for the whole gateway.
+- token budgets: a key's ``token_limits``, charged with the ``usage.total_tokens`` of each
+  answer after it is sent; a spent budget answers 429 before any upstream call.
+- per provider: ``providers[].rate_limit`` caps what the gateway sends a provider; the
+  fallback loop skips a provider that is at its cap (:meth:`Limits.admit_provider`).
+
+The counters live in ``rate_limits.storage_uri`` (Redis in distributed mode, so a limit is one
+limit across every worker and host). flask-limiter has no token bucket; two limits on one scope
+give the same effect: a short one bounds bursts (``20/second``), a long one the sustained rate
+(``600/minute``). What a Redis outage does is ``rate_limits.on_storage_error``: ``per-process``
+(limits go on in each worker's memory until Redis answers again), ``fail-open`` (no limits)
+or ``fail-closed`` (503); never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Response, g, request
+from flask_limiter import ApplicationLimit, HeaderNames, Limiter
+from flask_limiter.errors import RateLimitExceeded
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import STRATEGIES, RateLimiter
+from limits.util import WindowStats
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from proxyapi.errors import ProxyAPIError, render_error
+
+if TYPE_CHECKING:
+    from proxyapi.config import Config, KeyConfig
+    from proxyapi.providers.base import Usage
+
+EXTENSION = "proxyapi.ratelimit"
+KEY_PREFIX = "proxyapi"
+_SCRATCH_RETRY_AFTER = "X-ProxyAPI-Limiter-Retry-After"
+log = logging.getLogger(__name__)
+
+# Headers that tell a client its token budget, named after OpenAI's own.
+TOKEN_HEADERS = (
+    "X-RateLimit-Limit-Tokens",
+    "X-RateLimit-Remaining-Tokens",
+    "X-RateLimit-Reset-Tokens",
+)
+
+
+class RateLimited(ProxyAPIError):
+    code = 429
+    type = "rate_limit_error"
+    error_code = "rate_limit_exceeded"
+    description = "Rate limit reached."
+
+
+class LimitStorageUnavailable(ProxyAPIError):
+    code = 503
+    type = "service_unavailable"
+    error_code = "rate_limit_storage_unavailable"
+    description = "The rate-limit store is unreachable and the gateway is set to fail closed."
+
+
+def _key_name() -> str:
+    # Never empty: flask-limiter silently skips a limit whose key is "" (it logs and moves on).
+    return str(g.get("key_name") or f"addr:{request.remote_addr or 'unknown'}")
+
+
+def _whole_gateway() -> str:
+    return "all"
+
+
+def per_process_problem(config: Config, workers: int) -> str | None:
+    """Explain why limits kept in process memory would be wrong with ``workers``, or None."""
+    rl = config.rate_limits
+    if workers <= 1 or not config.limits_storage_uri.startswith("memory://"):
+        return None
+    if rl.allow_per_process or not rl.any_configured(config.auth.keys, config.providers):
+        return None
+    return (
+        f"rate limits are kept in each worker's memory (no REDIS_URL), and gunicorn runs "
+        f"{workers} workers, so every limit would let {workers} times its value through. Set "
+        "REDIS_URL (or rate_limits.storage_uri), run one worker (WEB_CONCURRENCY=1), or accept "
+        "per-worker limits with rate_limits.allow_per_process: true."
+    )
+
+
+class Limits:
+    """The app's flask-limiter ``Limiter``, and the budgets it does not cover."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config.rate_limits
+        self.policy = config.rate_limits.on_storage_error
+        self.token_items = {k.name: _items(k.token_limits) for k in config.auth.keys}
+        self.provider_items = {p.name: _items(p.rate_limit) for p in config.providers}
+        self.routes = {path: ";".join(v) for path, v in config.rate_limits.routes.items()}
+        options: dict[str, Any] = {}
+        uri = config.limits_storage_uri
+        self.shared_storage = not uri.startswith("memory://")
+        if self.shared_storage:
+            # Fail fast (redis-py would retry with backoff): the outage policy decides.
+            timeout = config.redis.timeout
+            options = {
+                "socket_connect_timeout": timeout,
+                "socket_timeout": timeout,
+                "retry": Retry(NoBackoff(), 0),
+            }
+        self.limiter = Limiter(
+            _key_name,
+            application_limits=[
+                ApplicationLimit(self._per_key_limits, key_function=_key_name, scope="key"),
+                ApplicationLimit(
+                    ";".join(config.rate_limits.global_),
+                    key_function=_whole_gateway,
+                    scope="global",
+                ),
+                ApplicationLimit(
+                    self._route_limits, key_function=_whole_gateway, scope=self._route_scope
+                ),
+            ],
+            strategy=config.rate_limits.strategy,
+            storage_uri=uri,
+            storage_options=options,
+            headers_enabled=True,
+            # flask-limiter would put its own Retry-After on every response (and raise an
+            # upstream's or a breaker's to its window's reset): it goes to a scratch header
+            # that is dropped, and the 429s of limits set Retry-After themselves.
+            header_name_mapping={HeaderNames.RETRY_AFTER: _SCRATCH_RETRY_AFTER},
+            key_prefix=KEY_PREFIX,
+            swallow_errors=self.policy == "fail-open",
+            in_memory_fallback_enabled=self.policy == "per-process",
+        )
+        self._fallback: RateLimiter | None = None
+
+    # ------------------------------------------------------------------ flask-limiter scopes
+
+    def _per_key_limits(self) -> str:
+        key: KeyConfig | None = g.get("key")
+        limits = key.limits if key is not None and key.limits is not None else self.config.per_key
+        return ";".join(limits)
+
+    def _route_limits(self) -> str:
+        return self.routes.get(request.path, "")
+
+    @staticmethod
+    def _route_scope(_endpoint: str) -> str:
+        return f"route:{request.path}"
+
+    # ------------------------------------------------------------------ budgets outside it
+
+    def _run(self, call: Callable[[RateLimiter], Any], otherwise: Any) -> Any:
+        """Run ``call`` on the shared strategy, applying the storage-outage policy."""
+        try:
+            return call(self.limiter.limiter)
+        except Exception as exc:
+            if not self.shared_storage or not isinstance(exc, self.limiter.storage.base_exceptions):
+                raise
+            if self.policy == "fail-closed":
+                raise LimitStorageUnavailable() from exc
+            log.warning(
+                "rate-limit store unreachable (%s): %s", exc.__class__.__name__, self.policy
+            )
+            if self.policy == "fail-open":
+                return otherwise
+            if self._fallback is None:
+                self._fallback = STRATEGIES[self.config.strategy](MemoryStorage())
+            return call(self._fallback)
+
+    def _stats(self, item: RateLimitItem, *ident: str) -> WindowStats | None:
+        return self._run(lambda s: s.get_window_stats(item, KEY_PREFIX, *ident), None)  # type: ignore[no-any-return]
+
+    def _hit(self, item: RateLimitItem, *ident: str, cost: int = 1) -> bool:
+        return bool(self._run(lambda s: s.hit(item, KEY_PREFIX, *ident, cost=cost), True))
+
+    def check_tokens(self, key: KeyConfig) -> dict[str, str]:
+        """Raise 429 if ``key`` has spent a token budget; return the token headers to send."""
+        headers: dict[str, str] = {}
+        for item in self.token_items.get(key.name, []):
+            stats = self._stats(item, "tokens", key.name)
+            if stats is None:
+                continue
+            reset = max(0, math.ceil(stats.reset_time - time.time()))
+            if not headers or stats.remaining < int(headers[TOKEN_HEADERS[1]]):
+                values = (str(item.amount), str(stats.remaining), str(reset))
+                headers = dict(zip(TOKEN_HEADERS, values, strict=True))
+            if stats.remaining <= 0:
+                raise RateLimited(
+                    f"Token budget reached for key '{key.name}': {item} tokens. Retry in {reset}s.",
+                    error_code="token_budget_exceeded",
+                    headers={**headers, "Retry-After": str(max(1, reset))},
+                )
+        return headers
+
+    def charge_tokens(self, key: KeyConfig, usage: Usage | None) -> None:
+        """Charge an answer's tokens to ``key``'s budgets (never more than what is left)."""
+        tokens = usage.total_tokens if usage is not None else 0
+        if tokens <= 0:
+            return
+        for item in self.token_items.get(key.name, []):
+            # A moving window refuses (and does not record) a hit larger than what is left, so
+            # the answer that crosses the budget is charged what remains: the budget reads 0.
+            stats = self._stats(item, "tokens", key.name)
+            if stats is not None and stats.remaining > 0:
+                self._hit(item, "tokens", key.name, cost=min(tokens, stats.remaining))
+
+    def admit_provider(self, name: str) -> float | None:
+        """Count one call to provider ``name``; None if under its caps, else seconds to wait."""
+        for item in self.provider_items.get(name, []):
+            if not self._hit(item, "provider", name):
+                stats = self._stats(item, "provider", name)
+                return max(1.0, stats.reset_time - time.time()) if stats else 1.0
+        return None
+
+    # ------------------------------------------------------------------ responses
+
+    def render_breach(self, exc: RateLimitExceeded) -> Response:
+        """Turn flask-limiter's 429 into the OpenAI shape, naming the limit that was hit."""
+        scope = exc.limit.scope
+        where = (
+            f"for key '{g.get('key_name', '?')}'"
+            if scope == "key"
+            else "for the whole gateway"
+            if scope == "global"
+            else f"for {request.path}"
+        )
+        current = self.limiter.current_limit
+        wait = max(1, math.ceil(current.reset_at - time.time())) if current else 1
+        return render_error(
+            RateLimited(
+                f"Rate limit reached {where}: {exc.limit.limit}. Retry in {wait}s.",
+                headers={"Retry-After": str(wait)},
+            )
+        )
+
+
+def _items(limits: tuple[str, ...]) -> list[RateLimitItem]:
+    return [item for text in limits for item in parse_many(text)]
+
+
+def _drop_scratch_header(response: Response) -> Response:
+    response.headers.pop(_SCRATCH_RETRY_AFTER, None)
+    return response
+
+
+def init_app(app: Flask, config: Config) -> None:
+    """Set up the limiter after auth (its key is the authenticated key's name)."""
+    limits = Limits(config)
+    app.extensions[EXTENSION] = limits
+    public = app.extensions.setdefault("proxyapi.public_endpoints", set())
+    limits.limiter.request_filter(lambda: request.endpoint in public)
+    # after_request functions run last-registered first: this one runs after flask-limiter's.
+    app.after_request(_drop_scratch_header)
+    limits.limiter.init_app(app)
+    app.register_error_handler(RateLimitExceeded, limits.render_breach)
+    if limits.policy == "fail-closed" and limits.shared_storage:
+        # flask-limiter lets the store's own errors out of its before_request hook: this is
+        # where they become the 503 that fail-closed promises (and never a 500).
+        def unavailable(exc: Exception) -> Response:
+            log.warning("rate-limit store unreachable (%s): refusing", exc.__class__.__name__)
+            return render_error(LimitStorageUnavailable())
+
+        errors = limits.limiter.storage.base_exceptions
+        for error in errors if isinstance(errors, tuple) else (errors,):
+            app.register_error_handler(error, unavailable)
