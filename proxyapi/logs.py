@@ -23,7 +23,12 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # Accept ids that are safe to echo and to write into a log line.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _HANDLER_FLAG = "_proxyapi_handler"
+# The gateway's own loggers, and the libraries' that report shared-state trouble: those can
+# repeat one traceback per request while Redis is down, so they pass through RepeatFilter.
 LOGGERS = ("proxyapi", "urllib3")
+NOISY_LOGGERS = ("pybreaker", "flask-limiter", "limits")
+# One line per distinct message per this many seconds from the noisy loggers.
+REPEAT_WINDOW = 60.0
 
 access_log = logging.getLogger("proxyapi.access")
 
@@ -35,6 +40,27 @@ class RequestIdFilter(logging.Filter):
         if not hasattr(record, "request_id"):
             rid = g.get("request_id") if has_request_context() else None
             record.request_id = rid or "-"
+        return True
+
+
+class RepeatFilter(logging.Filter):
+    """Let a given message through once per ``REPEAT_WINDOW``, without its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        if now - self._last.get(key, -REPEAT_WINDOW) < REPEAT_WINDOW:
+            return False
+        self._last[key] = now
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.msg} ({exc.__class__.__name__}: {exc})"
+            record.exc_info = None
+            record.exc_text = None
         return True
 
 
@@ -61,10 +87,15 @@ def configure_logging(secrets: Iterable[str]) -> None:
     handler.addFilter(RequestIdFilter())
     setattr(handler, _HANDLER_FLAG, True)
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    for name in LOGGERS:
+    for name in LOGGERS + NOISY_LOGGERS:
         logger = logging.getLogger(name)
         for old in [h for h in logger.handlers if getattr(h, _HANDLER_FLAG, False)]:
             logger.removeHandler(old)
+        for old_filter in [f for f in logger.filters if isinstance(f, RepeatFilter)]:
+            logger.removeFilter(old_filter)
+        if name in NOISY_LOGGERS:
+            logger.addFilter(RepeatFilter())
+            logger.setLevel(logging.WARNING)
         logger.addHandler(handler)
         logger.propagate = False
     logging.getLogger("proxyapi").setLevel(level)

@@ -7,10 +7,10 @@ import threading
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, g, jsonify
 
-from proxyapi import routing, upstream
-from proxyapi.config import ProviderConfig
+from proxyapi import auth, routing, upstream
+from proxyapi.config import KeyConfig, ProviderConfig
 from proxyapi.errors import ProxyAPIError
 
 bp = Blueprint("models", __name__, url_prefix="/v1")
@@ -58,7 +58,8 @@ def _upstream_models(provider: ProviderConfig) -> list[str]:
 
 @bp.get("/models")
 def list_models() -> Response:
-    """List configured models, plus what providers with glob model lists report."""
+    """List the models this key may use: configured ones, aliases, and what providers with
+    glob model lists report."""
     router: routing.Router = current_app.extensions[routing.EXTENSION]
     listed = router.listed_models()
     data = [_model(alias, ALIAS_OWNER) for alias in router.aliases]
@@ -69,13 +70,21 @@ def list_models() -> Response:
             if model_id not in seen and router.glob_allows(provider, model_id):
                 seen.add(model_id)
                 data.append(_model(model_id, provider.name))
+    key: KeyConfig = g.key
+    if key.models:
+        data = [m for m in data if _allowed(router, key, m["id"])]
     return jsonify(object="list", data=data)
+
+
+def _allowed(router: routing.Router, key: KeyConfig, model: str) -> bool:
+    return auth.may_use(key, model, (t.model for t in router.resolve(model)))
 
 
 @bp.get("/models/<path:model>")
 def retrieve_model(model: str) -> Response:
-    """Describe one model, or answer 404 model_not_found."""
+    """Describe one model, or answer 404 model_not_found (403 if the key may not use it)."""
     router: routing.Router = current_app.extensions[routing.EXTENSION]
     targets = router.resolve(model)
+    auth.check_model(g.key, model, (t.model for t in targets))
     owner = ALIAS_OWNER if model in router.aliases else targets[0].provider.name
     return jsonify(_model(model, owner))
