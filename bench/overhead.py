@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -48,14 +49,32 @@ def start_upstream() -> tuple[subprocess.Popen[str], int]:
     return proc, port
 
 
+# The limited variants: high enough never to be reached, so every request pays for checking
+# them (one counter per scope, and the X-RateLimit headers).
+KEY_LIMIT: dict[str, Any] = {"key_limits": ["1000000/minute"], "rate_limits": {}}
+KEY_AND_GLOBAL: dict[str, Any] = {
+    "key_limits": ["1000000/minute"],
+    "rate_limits": {"global": ["1000000/minute"]},
+}
+
+
 def start_gateway(
-    upstream_port: int, workers: int, threads: int, tmp: Path, redis_url: str | None = None
+    upstream_port: int,
+    workers: int,
+    threads: int,
+    tmp: Path,
+    redis_url: str | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     config = tmp / "bench.yaml"
+    key: dict[str, Any] = {"name": "bench", "key_env": "BENCH_KEY"}
+    if limits:
+        key["limits"] = limits["key_limits"]
     config.write_text(
         json.dumps(
             {
-                "auth": {"keys": [{"name": "bench", "key_env": "BENCH_KEY"}]},
+                "rate_limits": (limits or {}).get("rate_limits", {}),
+                "auth": {"keys": [key]},
                 "providers": [
                     {
                         "name": "fake",
@@ -68,7 +87,7 @@ def start_gateway(
             }
         )
     )
-    log = tmp / "gateway.log"
+    log = tmp / f"gateway-{time.monotonic_ns()}.log"
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -153,6 +172,12 @@ def worker_rss_mb(log: Path) -> list[float]:
     return rss
 
 
+def measure(
+    url: str, headers: dict[str, str], duration: int, tmp: Path
+) -> dict[str, dict[str, float]]:
+    return {"c1": wrk(url, 1, duration, headers, tmp), "c16": wrk(url, 16, duration, headers, tmp)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -161,59 +186,75 @@ def main() -> None:
     parser.add_argument(
         "--redis",
         action="store_true",
-        help="distributed mode: start a redis-server and share breaker state through it",
+        help="distributed mode: start a redis-server and keep shared state in it",
+    )
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="also measure the gateway with a per-key limit, and with per-key and global ones",
     )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install -y wrk")
     tmp = Path(tempfile.mkdtemp(prefix="proxyapi-bench-"))
     redis_server = RedisServer(tmp).start() if args.redis else None
+    redis_url = redis_server.url if redis_server else None
     upstream, up_port = start_upstream()
-    gateway, gw_port, log = start_gateway(
-        up_port, args.workers, args.threads, tmp, redis_server.url if redis_server else None
-    )
+    auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    variants: list[tuple[str, dict[str, Any] | None]] = [("gateway", None)]
+    if args.limits:
+        variants.append(("+ key limit", KEY_LIMIT))
+        variants.append(("+ key & global", KEY_AND_GLOBAL))
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    rss: dict[str, list[float]] = {}
     try:
-        direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
-        gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
-        auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
-        check = requests.post(gw_url, json=BODY, headers=auth, timeout=5)
-        assert check.status_code == 200, check.text
-        wrk(gw_url, 16, 2, auth, tmp)  # warm-up: imports, pools, caches
-        results = {}
-        for name, url, headers in (("direct", direct_url, {}), ("gateway", gw_url, auth)):
-            results[name] = {
-                "c1": wrk(url, 1, args.duration, headers, tmp),
-                "c16": wrk(url, 16, args.duration, headers, tmp),
-            }
-        rss = worker_rss_mb(log)
+        results["direct"] = measure(
+            f"http://127.0.0.1:{up_port}/v1/chat/completions", {}, args.duration, tmp
+        )
+        for name, limits in variants:
+            gateway, gw_port, log = start_gateway(
+                up_port, args.workers, args.threads, tmp, redis_url, limits
+            )
+            try:
+                gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+                check = requests.post(gw_url, json=BODY, headers=auth, timeout=5)
+                assert check.status_code == 200, check.text
+                wrk(gw_url, 16, 2, auth, tmp)  # warm-up: imports, pools, caches
+                results[name] = measure(gw_url, auth, args.duration, tmp)
+                rss[name] = worker_rss_mb(log)
+            finally:
+                gateway.send_signal(signal.SIGTERM)
+                gateway.wait(timeout=30)
     finally:
-        gateway.send_signal(signal.SIGTERM)
-        gateway.wait(timeout=30)
         upstream.terminate()
         upstream.wait(timeout=10)
         if redis_server is not None:
             redis_server.stop()
-    d, g = results["direct"], results["gateway"]
+    d = results["direct"]
     print(
         f"machine: {os.cpu_count()} cores; "
         f"gateway: {args.workers} workers x {args.threads} threads (gthread), "
         f"{'distributed mode (Redis)' if args.redis else 'embedded mode'}"
     )
-    print(f"{'':28}{'direct':>12}{'gateway':>12}{'ratio':>10}")
+    names = ["direct"] + [name for name, _ in variants]
+    print(f"{'':24}" + "".join(f"{n:>18}" for n in names))
     for label, key, conc in (
         ("latency p50 c=1 (ms)", "p50", "c1"),
         ("latency p99 c=1 (ms)", "p99", "c1"),
         ("latency p50 c=16 (ms)", "p50", "c16"),
         ("requests/s c=16", "rps", "c16"),
     ):
-        dv, gv = d[conc][key], g[conc][key]
-        print(f"{label:28}{dv:>12.3f}{gv:>12.3f}{gv / dv:>10.2f}")
-    print(f"added latency p50 at c=1: {g['c1']['p50'] - d['c1']['p50']:.3f} ms")
-    print(
-        f"gateway throughput at c=16: {g['c16']['rps']:.0f} req/s "
-        f"({g['c16']['rps'] / d['c16']['rps']:.2f} of direct)"
-    )
-    print("RSS per worker (MB): " + ", ".join(f"{r:.1f}" for r in rss))
+        print(f"{label:24}" + "".join(f"{results[n][conc][key]:>18.3f}" for n in names))
+    for name, _ in variants:
+        g = results[name]
+        print(
+            f"{name}: added latency p50 at c=1 {g['c1']['p50'] - d['c1']['p50']:.3f} ms; "
+            f"{g['c16']['rps']:.0f} req/s at c=16 ({g['c16']['rps'] / d['c16']['rps']:.3f} of "
+            f"direct); RSS per worker (MB): {', '.join(f'{r:.1f}' for r in rss[name])}"
+        )
+    for name, _ in variants[1:]:
+        cost = results[name]["c1"]["p50"] - results["gateway"]["c1"]["p50"]
+        print(f"cost of the limits ({name}), p50 at c=1: {cost:.3f} ms per request")
 
 
 if __name__ == "__main__":

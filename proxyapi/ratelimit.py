@@ -37,7 +37,9 @@ from limits.util import WindowStats
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from proxyapi import limits_storage
 from proxyapi.errors import ProxyAPIError, render_error
+from proxyapi.limits_storage import reporting_uri
 
 if TYPE_CHECKING:
     from proxyapi.config import Config, KeyConfig
@@ -114,21 +116,34 @@ class Limits:
                 "socket_timeout": timeout,
                 "retry": Retry(NoBackoff(), 0),
             }
-        self.limiter = Limiter(
-            _key_name,
-            application_limits=[
-                ApplicationLimit(self._per_key_limits, key_function=_key_name, scope="key"),
+        # Only the scopes in use are registered: flask-limiter resolves every registered limit
+        # on every request, which costs CPU even when it comes out empty.
+        scopes: list[str | Callable[[], str] | ApplicationLimit] = []
+        if config.rate_limits.per_key or any(k.limits for k in config.auth.keys):
+            scopes.append(
+                ApplicationLimit(self._per_key_limits, key_function=_key_name, scope="key")
+            )
+        if config.rate_limits.global_:
+            scopes.append(
                 ApplicationLimit(
                     ";".join(config.rate_limits.global_),
                     key_function=_whole_gateway,
                     scope="global",
-                ),
+                )
+            )
+        if config.rate_limits.routes:
+            scopes.append(
                 ApplicationLimit(
                     self._route_limits, key_function=_whole_gateway, scope=self._route_scope
-                ),
-            ],
+                )
+            )
+        self.limiter = Limiter(
+            _key_name,
+            application_limits=scopes,
+            # Without any limit configured the extension stays out of the request path.
+            enabled=config.rate_limits.any_configured(config.auth.keys, config.providers),
             strategy=config.rate_limits.strategy,
-            storage_uri=uri,
+            storage_uri=reporting_uri(uri, config.rate_limits.strategy),
             storage_options=options,
             headers_enabled=True,
             # flask-limiter would put its own Retry-After on every response (and raise an
@@ -255,10 +270,15 @@ def init_app(app: Flask, config: Config) -> None:
     """Set up the limiter after auth (its key is the authenticated key's name)."""
     limits = Limits(config)
     app.extensions[EXTENSION] = limits
+    if not limits.limiter.enabled:
+        return  # nothing is limited: the extension stays out of the request path
     public = app.extensions.setdefault("proxyapi.public_endpoints", set())
     limits.limiter.request_filter(lambda: request.endpoint in public)
-    # after_request functions run last-registered first: this one runs after flask-limiter's.
+    # after_request functions run last-registered first: registered before flask-limiter's
+    # own (in init_app below), this one runs after it and drops its scratch header.
     app.after_request(_drop_scratch_header)
+    if limits.shared_storage:
+        app.before_request(limits_storage.begin_request)
     limits.limiter.init_app(app)
     app.register_error_handler(RateLimitExceeded, limits.render_breach)
     if limits.policy == "fail-closed" and limits.shared_storage:
