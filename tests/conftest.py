@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets as pysecrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,49 +66,41 @@ def base_config(fake: FakeUpstream, **server: Any) -> dict[str, Any]:
 SECRET_ENV = {"ALICE_KEY": ALICE_KEY, "FAKE_UPSTREAM_KEY": UPSTREAM_KEY}
 
 
+@contextmanager
+def gateways(make_dir: Callable[[], Path]) -> Iterator[Callable[..., GatewayProcess]]:
+    """Yield a function that starts gateways; stop them all (and check their logs) after."""
+    started: list[GatewayProcess] = []
+
+    def start(
+        config: dict[str, Any] | None, env: dict[str, str] | None = None, **kwargs: Any
+    ) -> GatewayProcess:
+        gw = GatewayProcess(
+            make_dir(), config, env={**SECRET_ENV, **(env or {})}, secrets=ALL_SECRETS, **kwargs
+        )
+        started.append(gw)
+        return gw.start()
+
+    yield start
+    for gw in started:
+        gw.stop()
+    for gw in started:
+        gw.assert_no_secrets_logged()
+
+
 @pytest.fixture(scope="session")
 def start_gateway(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., GatewayProcess]]:
-    """Start gateways under gunicorn; all are stopped (and their logs checked) at the end."""
-    started: list[GatewayProcess] = []
-
-    def start(
-        config: dict[str, Any] | None, env: dict[str, str] | None = None, **kwargs: Any
-    ) -> GatewayProcess:
-        tmp = tmp_path_factory.mktemp("gateway")
-        gw = GatewayProcess(
-            tmp, config, env={**SECRET_ENV, **(env or {})}, secrets=ALL_SECRETS, **kwargs
-        )
-        started.append(gw)
-        return gw.start()
-
-    yield start
-    for gw in started:
-        gw.stop()
-    for gw in started:
-        gw.assert_no_secrets_logged()
+    """Start gateways that live for the whole session."""
+    with gateways(lambda: tmp_path_factory.mktemp("gateway")) as start:
+        yield start
 
 
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
-    """Start gateways that live for one test; stopped (and their logs checked) after it."""
-    started: list[GatewayProcess] = []
-
-    def start(
-        config: dict[str, Any] | None, env: dict[str, str] | None = None, **kwargs: Any
-    ) -> GatewayProcess:
-        gw = GatewayProcess(
-            tmp_path, config, env={**SECRET_ENV, **(env or {})}, secrets=ALL_SECRETS, **kwargs
-        )
-        started.append(gw)
-        return gw.start()
-
-    yield start
-    for gw in started:
-        gw.stop()
-    for gw in started:
-        gw.assert_no_secrets_logged()
+    """Start gateways that live for one test."""
+    with gateways(lambda: tmp_path) as start:
+        yield start
 
 
 @pytest.fixture(scope="session")

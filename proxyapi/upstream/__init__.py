@@ -140,6 +140,19 @@ class Upstream:
             proxies=clients.proxies[provider.name],
         )
 
+    def _fetch(
+        self, provider: ProviderConfig, call: UpstreamRequest, deadline: Deadline
+    ) -> UpstreamReply:
+        """Send ``call`` and read the whole answer (not a stream)."""
+        with translated(provider):
+            resp = self._send(provider, call, deadline)
+            try:
+                return UpstreamReply(
+                    resp.status_code, resp.headers, _read_all(resp, deadline, provider)
+                )
+            finally:
+                resp.close()
+
     # ----------------------------------------------------------------- the fallback loop
 
     def _fallback(
@@ -247,14 +260,7 @@ class Upstream:
             adapter = self.adapters[provider.name]
             call = adapter.build(op, body, target.model, stream=False)
             try:
-                with translated(provider):
-                    resp = self._send(provider, call, deadline)
-                    try:
-                        reply = UpstreamReply(
-                            resp.status_code, resp.headers, _read_all(resp, deadline, provider)
-                        )
-                    finally:
-                        resp.close()
+                reply = self._fetch(provider, call, deadline)
             except ProxyAPIError as exc:
                 raise ProviderFailure(exc) from exc
             verdict, error = judge(adapter, reply)
@@ -370,14 +376,8 @@ class Upstream:
         if call is None:
             return []
         deadline = Deadline.after(provider.timeout.connect + provider.timeout.read)
-        with call_state(deadline), translated(provider):
-            resp = self._send(provider, call, deadline)
-            try:
-                reply = UpstreamReply(
-                    resp.status_code, resp.headers, _read_all(resp, deadline, provider)
-                )
-            finally:
-                resp.close()
+        with call_state(deadline):
+            reply = self._fetch(provider, call, deadline)
         _verdict, error = judge(adapter, reply)
         if error is not None:
             raise error

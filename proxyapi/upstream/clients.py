@@ -14,7 +14,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from proxyapi.config import ProviderConfig
-from proxyapi.upstream.retry import ProviderRetry, RetryPolicy
+from proxyapi.upstream.retry import ProviderRetry
 
 
 class ProcessClients:
@@ -32,9 +32,7 @@ class ProcessClients:
         self.adapters: dict[str, HTTPAdapter] = {}
         self.proxies: dict[str, dict[str, str]] = {}
         for name, p in providers.items():
-            retry = ProviderRetry.for_policy(
-                RetryPolicy.from_config(p.retry), failure_rate=failure_rates[name]
-            )
+            retry = ProviderRetry.for_policy(p.retry, failure_rate=failure_rates[name])
             # pool_block=False: a burst above pool_size opens extra short-lived connections
             # instead of waiting; requests never passes a pool timeout, so blocking would wait
             # forever.

@@ -39,11 +39,12 @@ from urllib3.exceptions import MaxRetryError, ReadTimeoutError, ResponseError
 from urllib3.util import Retry, Timeout
 from urllib3.util.util import reraise
 
+from proxyapi.config import RetryConfig
+
 if TYPE_CHECKING:
     from urllib3.connectionpool import ConnectionPool
     from urllib3.response import BaseHTTPResponse
 
-    from proxyapi.config import RetryConfig
     from proxyapi.deadline import Deadline
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
@@ -73,49 +74,31 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     return max(0.0, float(when.timestamp()) - (time.time() if now is None else now))
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """One provider's retry rules; pure, so schedules are tested with a fake random source."""
+def allowed_retries(policy: RetryConfig, failure_rate: float) -> int:
+    """How many retries one call to the provider may make now."""
+    budget = policy.max_attempts - 1
+    if policy.strategy != "adaptive":
+        return budget
+    return math.floor(budget * max(0.0, 1.0 - 2.0 * failure_rate))
 
-    strategy: str = "exponential"
-    max_attempts: int = 3
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-    retry_after_max: float = 5.0
-    on_read_timeout: bool = False
 
-    @classmethod
-    def from_config(cls, cfg: RetryConfig) -> RetryPolicy:
-        return cls(
-            cfg.strategy,
-            cfg.max_attempts,
-            cfg.base_delay,
-            cfg.max_delay,
-            cfg.retry_after_max,
-            cfg.on_read_timeout,
-        )
-
-    def allowed_retries(self, failure_rate: float) -> int:
-        """How many retries one call may make now."""
-        budget = self.max_attempts - 1
-        if self.strategy != "adaptive":
-            return budget
-        return math.floor(budget * max(0.0, 1.0 - 2.0 * failure_rate))
-
-    def delay(
-        self, retry: int, failure_rate: float = 0.0, rand: Callable[[], float] = random.random
-    ) -> float:
-        """Seconds to wait before retry number ``retry`` (1 = the first retry)."""
-        step = retry
-        if self.strategy == "immediate":
-            if retry == 1:
-                return 0.0
-            step = retry - 1
-        d = min(self.max_delay, self.base_delay * 2.0 ** (step - 1))
-        wait = d / 2 + rand() * d / 2
-        if self.strategy == "adaptive":
-            wait *= 1.0 + 4.0 * failure_rate
-        return wait
+def backoff(
+    policy: RetryConfig,
+    retry: int,
+    failure_rate: float = 0.0,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait before retry number ``retry`` (1 = the first retry)."""
+    step = retry
+    if policy.strategy == "immediate":
+        if retry == 1:
+            return 0.0
+        step = retry - 1
+    d = min(policy.max_delay, policy.base_delay * 2.0 ** (step - 1))
+    wait = d / 2 + rand() * d / 2
+    if policy.strategy == "adaptive":
+        wait *= 1.0 + 4.0 * failure_rate
+    return wait
 
 
 @dataclass
@@ -149,19 +132,19 @@ def current_call() -> CallState | None:
 
 
 class ProviderRetry(Retry):
-    """urllib3 ``Retry`` that applies a :class:`RetryPolicy` and the request's deadline."""
+    """urllib3 ``Retry`` that applies a provider's ``retry`` settings and the request's deadline."""
 
     def __init__(
         self,
         *args: Any,
-        policy: RetryPolicy | None = None,
+        policy: RetryConfig | None = None,
         failure_rate: Callable[[], float] | None = None,
         sleeper: Callable[[float], None] = time.sleep,
         planned: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or RetryConfig()
         self.failure_rate = failure_rate or (lambda: 0.0)
         self.sleeper = sleeper
         self.planned = planned
@@ -169,7 +152,7 @@ class ProviderRetry(Retry):
     @classmethod
     def for_policy(
         cls,
-        policy: RetryPolicy,
+        policy: RetryConfig,
         failure_rate: Callable[[], float] | None = None,
         sleeper: Callable[[float], None] = time.sleep,
     ) -> ProviderRetry:
@@ -223,14 +206,14 @@ class ProviderRetry(Retry):
             reason = error or ResponseError(f"gave up after HTTP {getattr(response, 'status', '')}")
             return MaxRetryError(_pool, url or "", reason)  # type: ignore[arg-type]
 
-        if retry_number > self.policy.allowed_retries(rate):
+        if retry_number > allowed_retries(self.policy, rate):
             raise give_up()
         wait = retry_after_seconds(response.headers) if response is not None else None
         if wait is not None:
             if wait > self.policy.retry_after_max:
                 raise give_up()  # too long to hold a thread: fall back instead
         else:
-            wait = self.policy.delay(retry_number, rate)
+            wait = backoff(self.policy, retry_number, rate)
         state = current_call()
         if state is not None:
             if state.deadline.remaining() <= wait + MIN_TIMEOUT:

@@ -8,30 +8,32 @@ import pytest
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
 from urllib3.response import HTTPResponse
 
+from proxyapi.config import RetryConfig
 from proxyapi.deadline import Deadline
 from proxyapi.upstream.retry import (
     DeadlineTimeout,
     ProviderRetry,
-    RetryPolicy,
+    allowed_retries,
+    backoff,
     call_state,
     retry_after_seconds,
 )
 from proxyapi.upstream.stats import ProviderStats, summarize
 
 
-def schedule(policy: RetryPolicy, rate: float = 0.0, rand: float = 0.0) -> list[float]:
-    return [policy.delay(n, rate, rand=lambda: rand) for n in range(1, 6)]
+def schedule(policy: RetryConfig, rate: float = 0.0, rand: float = 0.0) -> list[float]:
+    return [backoff(policy, n, rate, rand=lambda: rand) for n in range(1, 6)]
 
 
 def test_exponential_schedule_with_equal_jitter() -> None:
-    p = RetryPolicy("exponential", max_attempts=6, base_delay=0.5, max_delay=3)
+    p = RetryConfig("exponential", max_attempts=6, base_delay=0.5, max_delay=3)
     assert schedule(p, rand=0.0) == [0.25, 0.5, 1.0, 1.5, 1.5]  # half of d(n), capped
     assert schedule(p, rand=1.0) == [0.5, 1.0, 2.0, 3.0, 3.0]  # all of d(n)
-    assert p.allowed_retries(0.9) == 5  # exponential ignores the failure rate
+    assert allowed_retries(p, 0.9) == 5  # exponential ignores the failure rate
 
 
 def test_immediate_retries_at_once_then_exponential() -> None:
-    p = RetryPolicy("immediate", max_attempts=6, base_delay=0.5, max_delay=3)
+    p = RetryConfig("immediate", max_attempts=6, base_delay=0.5, max_delay=3)
     assert schedule(p, rand=1.0) == [0.0, 0.5, 1.0, 2.0, 3.0]
 
 
@@ -42,10 +44,10 @@ def test_immediate_retries_at_once_then_exponential() -> None:
 def test_adaptive_budget_and_backoff_follow_the_failure_rate(
     rate: float, allowed: int, factor: float
 ) -> None:
-    p = RetryPolicy("adaptive", max_attempts=5, base_delay=1, max_delay=8)
-    assert p.allowed_retries(rate) == allowed
-    assert p.delay(1, rate, rand=lambda: 1.0) == pytest.approx(1.0 * factor)
-    assert p.delay(3, rate, rand=lambda: 1.0) == pytest.approx(4.0 * factor)
+    p = RetryConfig("adaptive", max_attempts=5, base_delay=1, max_delay=8)
+    assert allowed_retries(p, rate) == allowed
+    assert backoff(p, 1, rate, rand=lambda: 1.0) == pytest.approx(1.0 * factor)
+    assert backoff(p, 3, rate, rand=lambda: 1.0) == pytest.approx(4.0 * factor)
 
 
 def test_failure_rate_window_with_fake_clock() -> None:
@@ -85,7 +87,7 @@ def response(status: int, headers: dict[str, str] | None = None) -> HTTPResponse
     return HTTPResponse(body=b"", status=status, headers=headers or {}, preload_content=False)
 
 
-def retry(policy: RetryPolicy, rate: float = 0.0) -> ProviderRetry:
+def retry(policy: RetryConfig, rate: float = 0.0) -> ProviderRetry:
     return ProviderRetry.for_policy(policy, failure_rate=lambda: rate, sleeper=lambda s: None)
 
 
@@ -100,7 +102,7 @@ def walk(r: ProviderRetry, **event: object) -> list[float]:
         waits.append(r.planned)
 
 
-POLICY = RetryPolicy("exponential", max_attempts=4, base_delay=1, max_delay=8, retry_after_max=5)
+POLICY = RetryConfig("exponential", max_attempts=4, base_delay=1, max_delay=8, retry_after_max=5)
 
 
 def test_statuses_that_are_retried() -> None:
@@ -129,12 +131,12 @@ def test_connection_errors_and_resets_retry_but_read_timeouts_do_not() -> None:
     assert len(walk(retry(POLICY), error=reset)) == 3
     timeout = ReadTimeoutError(None, "/v1/x", "read timed out")  # type: ignore[arg-type]
     assert walk(retry(POLICY), error=timeout) == []
-    on = RetryPolicy(max_attempts=3, on_read_timeout=True)
+    on = RetryConfig(max_attempts=3, on_read_timeout=True)
     assert len(walk(retry(on), error=timeout)) == 2
 
 
 def test_adaptive_gives_up_on_a_sick_provider() -> None:
-    adaptive = RetryPolicy("adaptive", max_attempts=4, base_delay=1, max_delay=8)
+    adaptive = RetryConfig("adaptive", max_attempts=4, base_delay=1, max_delay=8)
     assert len(walk(retry(adaptive, rate=0.0), response=response(503))) == 3
     assert len(walk(retry(adaptive, rate=0.2), response=response(503))) == 1
     assert walk(retry(adaptive, rate=0.6), response=response(503)) == []
@@ -147,7 +149,7 @@ def test_no_retry_whose_wait_ends_past_the_deadline(monkeypatch: pytest.MonkeyPa
     def sleep(seconds: float) -> None:
         clock[0] += seconds
 
-    slow = RetryPolicy(max_attempts=5, base_delay=4, max_delay=4)
+    slow = RetryConfig(max_attempts=5, base_delay=4, max_delay=4)
     r = ProviderRetry.for_policy(slow, sleeper=sleep)
     with call_state(Deadline.after(100)) as state:
         assert len(walk(r, response=response(503))) == 4
