@@ -7,7 +7,18 @@ from typing import Any
 
 from flask import Flask
 
-from proxyapi import auth, cli, errors, logs, ratelimit, routing, upstream
+from proxyapi import (
+    auth,
+    cache,
+    cli,
+    errors,
+    fleet,
+    logs,
+    ratelimit,
+    redis_client,
+    routing,
+    upstream,
+)
 from proxyapi.config import Config, load_config, parse_config
 from proxyapi.routes import register
 
@@ -31,7 +42,19 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app, cfg.auth)
     ratelimit.init_app(app, cfg)
     routing.init_app(app, cfg)
-    upstream.init_app(app, cfg, provider_gate=app.extensions[ratelimit.EXTENSION].admit_provider)
+    # No I/O here: redis-py connects on first use (and is fork-safe).
+    shared = redis_client.connect(cfg.redis) if cfg.redis.url else None
+    workers = fleet.init_app(app, shared)
+    upstream.init_app(
+        app,
+        cfg,
+        client=shared,
+        fleet=workers,
+        provider_gate=app.extensions[ratelimit.EXTENSION].admit_provider,
+    )
+    cached = cache.init_app(app, cfg, shared)
+    if workers is not None:
+        workers.register("cache", cached.store.figures)
     register(app)
     cli.init_app(app)
     return app

@@ -121,6 +121,16 @@ def check_model(key: KeyConfig, model: str, upstream_models: Iterable[str]) -> N
         )
 
 
+def require_admin() -> None:
+    """Raise 403 unless the request's key is an admin key."""
+    key: KeyConfig | None = g.get("key")
+    if key is None or not key.admin:
+        raise PermissionDenied(
+            "This endpoint needs an admin key (auth.keys[].admin: true).",
+            error_code="admin_required",
+        )
+
+
 def init_app(app: Flask, auth: AuthConfig) -> None:
     """Hold the key ring in ``app.extensions`` and check every non-public request."""
     app.extensions[EXTENSION] = KeyRing(auth)

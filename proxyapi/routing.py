@@ -9,6 +9,8 @@ and strips the prefix. Exact listings win over a prefix (OpenRouter's own ids lo
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -58,6 +60,13 @@ class Router:
             alias: [Target(self._by_name[name], model) for name, model in targets]
             for alias, targets in (aliases or {}).items()
         }
+        # Names what routing depends on: cached model lists built from another config (the
+        # file cache outlives restarts) are not reused.
+        material = [
+            [[p.name, p.base_url, list(p.models), p.priority] for p in self.providers],
+            {a: [[t.provider.name, t.model] for t in ts] for a, ts in self.aliases.items()},
+        ]
+        self.fingerprint = hashlib.sha256(json.dumps(material).encode()).hexdigest()[:16]
         self._exact = {p.name: frozenset(m for m in p.models if not is_glob(m)) for p in providers}
         self._globs = {p.name: tuple(m for m in p.models if is_glob(m)) for p in providers}
 

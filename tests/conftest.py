@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets as pysecrets
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,12 @@ UPSTREAM_KEY = "sk-upstream-" + pysecrets.token_hex(12)
 ALICE_KEY = "pk-alice-" + pysecrets.token_hex(12)
 BOB_KEY = "pk-bob-" + pysecrets.token_hex(12)
 ALL_SECRETS = (UPSTREAM_KEY, ALICE_KEY, BOB_KEY)
+
+
+@pytest.fixture(autouse=True)
+def own_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give each test its own temp dir, so apps built in-process get their own file cache."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +47,9 @@ def base_config(fake: FakeUpstream, **server: Any) -> dict[str, Any]:
     """A config with two keys and one provider: the fake."""
     return {
         "server": {"heartbeat_interval": 1.0, **server},
+        # Fault and routing tests need every request to reach the fake; the cache has its own
+        # tests (tests/integration/test_cache.py).
+        "cache": {"responses": "off"},
         "auth": {
             "keys": [
                 {"name": "alice", "key_env": "ALICE_KEY"},

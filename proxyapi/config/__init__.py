@@ -20,6 +20,10 @@ from proxyapi.auth import hash_key, is_sha256_hex
 from proxyapi.config import checks as c
 from proxyapi.config.checks import ConfigError
 from proxyapi.config.model import (
+    CACHE_BACKENDS,
+    CACHE_CATEGORIES,
+    CACHE_MODES,
+    CACHE_SCOPES,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FIRST_TOKEN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -36,6 +40,7 @@ from proxyapi.config.model import (
     STORAGE_ERROR_POLICIES,
     AuthConfig,
     BreakerConfig,
+    CacheConfig,
     Config,
     KeyConfig,
     ProviderConfig,
@@ -50,6 +55,7 @@ from proxyapi.routing import lists_model
 __all__ = [
     "AuthConfig",
     "BreakerConfig",
+    "CacheConfig",
     "Config",
     "ConfigError",
     "KeyConfig",
@@ -118,7 +124,7 @@ def parse_config(
     if not isinstance(data, Mapping):
         raise ConfigError(f"the config must be a mapping at the top level, got {data!r}")
     resolved: dict[str, Any] = c.interpolate(data, env)
-    c.only(resolved, "", ("server", "auth", "providers", "models", "redis", "rate_limits"))
+    c.only(resolved, "", ("server", "auth", "providers", "models", "redis", "rate_limits", "cache"))
     providers = _parse_providers(resolved.get("providers", []), env)
     return Config(
         server=_parse_server(c.section(resolved, "server")),
@@ -127,6 +133,7 @@ def parse_config(
         aliases=_parse_aliases(c.section(resolved, "models"), providers),
         redis=_parse_redis(c.section(resolved, "redis"), env),
         rate_limits=_parse_rate_limits(c.section(resolved, "rate_limits")),
+        cache=_parse_cache(c.section(resolved, "cache")),
         source=source,
     )
 
@@ -222,6 +229,91 @@ def _parse_rate_limits(data: Mapping[str, Any]) -> RateLimitConfig:
         ),
         allow_per_process=c.get(data, w, "allow_per_process", c.boolean, False),
     )
+
+
+_CACHE_KEYS = (
+    "backend",
+    "dir",
+    "redis_url",
+    "scope",
+    "responses",
+    "routes",
+    "ttl",
+    "smart_ttl",
+    "memory",
+    "warm_before",
+    "sweep_interval",
+    "consistency_interval",
+    "consistency_sample",
+    "single_flight_timeout",
+)
+
+
+def _parse_cache(data: Mapping[str, Any]) -> CacheConfig:
+    w = "cache"
+    d = CacheConfig()
+    c.only(data, w, _CACHE_KEYS)
+    redis_url = data.get("redis_url") or None
+    if redis_url is not None:
+        try:
+            c.redis_url(redis_url)
+        except ValueError as exc:
+            raise ConfigError(f"cache.redis_url {exc}") from None
+    routes_raw = c.section(data, "routes", w)
+    routes = {}
+    for path in routes_raw:
+        if not isinstance(path, str) or not path.startswith("/v1/"):
+            raise ConfigError(
+                f"cache.routes keys must be paths such as '/v1/embeddings', got {path!r}"
+            )
+        routes[path] = c.get(routes_raw, "cache.routes", path, c.choice(CACHE_MODES), None)
+    ttl_raw = c.section(data, "ttl", w)
+    c.only(ttl_raw, "cache.ttl", CACHE_CATEGORIES)
+    ttl = {
+        cat: c.get(ttl_raw, "cache.ttl", cat, c.positive_int, d.ttl[cat])
+        for cat in CACHE_CATEGORIES
+    }
+    smart = c.section(data, "smart_ttl", w)
+    c.only(smart, "cache.smart_ttl", ("enabled", "min_accesses", "min_hit_rate", "max_ttl"))
+    memory = c.section(data, "memory", w)
+    c.only(memory, "cache.memory", ("enabled", "max_memory_mb", "max_entries"))
+    cfg = CacheConfig(
+        backend=c.get(data, w, "backend", c.choice(CACHE_BACKENDS), "") or None,
+        dir=c.get(data, w, "dir", c.non_empty_str, "") or None,
+        redis_url=redis_url,
+        scope=c.get(data, w, "scope", c.choice(CACHE_SCOPES), d.scope),
+        responses=c.get(data, w, "responses", c.choice(CACHE_MODES), d.responses),
+        routes=routes,
+        ttl=ttl,
+        smart_ttl=c.get(smart, "cache.smart_ttl", "enabled", c.boolean, d.smart_ttl),
+        min_accesses=c.get(
+            smart, "cache.smart_ttl", "min_accesses", c.positive_int, d.min_accesses
+        ),
+        min_hit_rate=c.get(smart, "cache.smart_ttl", "min_hit_rate", c.fraction, d.min_hit_rate),
+        max_ttl=c.get(smart, "cache.smart_ttl", "max_ttl", c.positive_int, d.max_ttl),
+        memory_tier=c.get(memory, "cache.memory", "enabled", c.boolean, d.memory_tier),
+        max_memory_mb=c.get(
+            memory, "cache.memory", "max_memory_mb", c.positive_int, d.max_memory_mb
+        ),
+        max_entries=c.get(memory, "cache.memory", "max_entries", c.positive_int, d.max_entries),
+        warm_before=c.get(data, w, "warm_before", c.fraction, d.warm_before),
+        sweep_interval=c.get(data, w, "sweep_interval", c.positive_int, d.sweep_interval),
+        consistency_interval=c.get(
+            data, w, "consistency_interval", c.positive_int, d.consistency_interval
+        ),
+        consistency_sample=c.get(
+            data, w, "consistency_sample", c.positive_int, d.consistency_sample
+        ),
+        single_flight_timeout=c.get(
+            data, w, "single_flight_timeout", c.positive_number, d.single_flight_timeout
+        ),
+    )
+    if cfg.max_ttl < max(cfg.ttl.values()):
+        raise ConfigError(
+            f"cache.smart_ttl.max_ttl ({cfg.max_ttl}) must be at least the longest cache.ttl "
+            f"({max(cfg.ttl.values())})"
+        )
+    return cfg
 
 
 def _parse_auth(data: Mapping[str, Any], env: Mapping[str, str]) -> AuthConfig:

@@ -141,6 +141,18 @@ def positive_number(v: Any) -> float:
     return float(v)
 
 
+def fraction(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+        raise ValueError("must be a number from 0 to 1")
+    return float(v)
+
+
+def non_empty_str(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("must be a non-empty string")
+    return v
+
+
 def non_negative_number(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
         raise ValueError("must be a number, 0 or more")

@@ -8,6 +8,10 @@ from urllib.parse import urlsplit
 PROVIDER_TYPES = ("openai",)
 RETRY_STRATEGIES = ("exponential", "immediate", "adaptive")
 LIMIT_STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
+CACHE_BACKENDS = ("filesystem", "redis", "simple", "none")
+CACHE_MODES = ("deterministic", "all", "off")
+CACHE_SCOPES = ("key", "shared")
+CACHE_CATEGORIES = ("responses", "models", "metadata")
 STORAGE_ERROR_POLICIES = ("per-process", "fail-open", "fail-closed")
 
 # 10 MiB holds a long conversation with a few inline images; bigger bodies are almost always
@@ -154,6 +158,43 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """The response cache and the other cached data (see proxyapi.cache)."""
+
+    # None: "redis" when a Redis URL is configured (distributed mode), else "filesystem".
+    backend: str | None = None
+    # FileSystemCache folder; None: <system temp dir>/proxyapi-cache.
+    dir: str | None = None
+    # None: redis.url.
+    redis_url: str | None = field(default=None, repr=False)
+    # Whose answers may be shared: each key's own ("key"), or everybody's ("shared").
+    scope: str = "key"
+    responses: str = "deterministic"
+    routes: dict[str, str] = field(default_factory=dict)
+    ttl: dict[str, int] = field(
+        default_factory=lambda: {"responses": 1800, "models": 3600, "metadata": 7200}
+    )
+    # Smart TTL: an entry read at least min_accesses times, with at least min_hit_rate of its
+    # lookups hits, has its TTL doubled (once per extension) up to max_ttl.
+    smart_ttl: bool = True
+    min_accesses: int = 5
+    min_hit_rate: float = 0.8
+    max_ttl: int = 86400
+    # The optional per-process tier in front of the shared backend.
+    memory_tier: bool = False
+    max_memory_mb: int = 64
+    max_entries: int = 2000
+    # Background upkeep: warm "models" (and hot "metadata") entries when this share of their
+    # TTL is left; sweep expired files; compare memory entries with the shared backend.
+    warm_before: float = 0.2
+    sweep_interval: int = 300
+    consistency_interval: int = 60
+    consistency_sample: int = 20
+    # How long identical concurrent requests wait for the first one's answer.
+    single_flight_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration of one gateway."""
 
@@ -164,7 +205,15 @@ class Config:
     aliases: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     redis: RedisConfig = RedisConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
+    cache: CacheConfig = CacheConfig()
     source: str = "defaults"
+
+    @property
+    def cache_backend(self) -> str:
+        """The cache backend in use: the configured one, else Redis or files by mode."""
+        if self.cache.backend:
+            return self.cache.backend
+        return "redis" if self.cache.redis_url or self.redis.url else "filesystem"
 
     @property
     def limits_storage_uri(self) -> str:
@@ -174,7 +223,8 @@ class Config:
     def secrets(self) -> list[str]:
         """Return every secret the config holds, so they can be kept out of responses and logs."""
         found = [p.api_key for p in self.providers if p.api_key]
-        password = urlsplit(self.redis.url).password if self.redis.url else None
-        if password:
-            found.append(password)
+        for url in (self.redis.url, self.cache.redis_url, self.rate_limits.storage_uri):
+            password = urlsplit(url).password if url else None
+            if password:
+                found.append(password)
         return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from proxyapi import auth
-from proxyapi.routes import completions, health, models, providers
+from proxyapi.routes import cache_admin, completions, health, models, providers
 
 
 def register(app: Flask) -> None:
@@ -13,5 +13,6 @@ def register(app: Flask) -> None:
     app.register_blueprint(completions.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(providers.bp)
+    app.register_blueprint(cache_admin.bp)
     app.register_blueprint(health.bp)
     auth.public(app, *health.PUBLIC_ENDPOINTS)

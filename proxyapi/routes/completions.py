@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
-from proxyapi import auth, ratelimit, routing, upstream
+from proxyapi import auth, cache, ratelimit, routing, upstream
+from proxyapi.cache.replay import replay_events
+from proxyapi.cache.responses import BYPASS, HIT, MISS, Served
 from proxyapi.config import Config, KeyConfig
 from proxyapi.deadline import Deadline
 from proxyapi.errors import InvalidRequest
@@ -12,10 +16,13 @@ from proxyapi.providers.base import Operation
 from proxyapi.validation import read_json_object, validate
 
 bp = Blueprint("completions", __name__, url_prefix="/v1")
+log = logging.getLogger(__name__)
 
 PROVIDER_HEADER = "X-ProxyAPI-Provider"
 ATTEMPTS_HEADER = "X-ProxyAPI-Attempts"
 TIMEOUT_HEADER = "X-ProxyAPI-Timeout"
+CACHE_HEADER = "X-Cache"
+CACHE_KEY_HEADER = "X-Cache-Key"
 # Tell nginx and similar proxies not to buffer the event stream.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -38,6 +45,15 @@ def request_deadline(config: Config) -> Deadline:
     return Deadline.after(seconds)
 
 
+def _cache_headers(served: Served, key: str | None) -> dict[str, str]:
+    headers = {CACHE_HEADER: served.x_cache}
+    if key is not None and served.x_cache != BYPASS:
+        headers[CACHE_KEY_HEADER] = key
+    if served.age is not None:
+        headers["Age"] = str(served.age)
+    return headers
+
+
 def _proxy(op: Operation) -> Response:
     config: Config = current_app.extensions["proxyapi.config"]
     deadline = request_deadline(config)
@@ -50,8 +66,24 @@ def _proxy(op: Operation) -> Response:
     limits: ratelimit.Limits = current_app.extensions[ratelimit.EXTENSION]
     token_headers = limits.check_tokens(key)
     up: upstream.Upstream = current_app.extensions[upstream.EXTENSION]
+    responses = current_app.extensions[cache.EXTENSION].responses
+    plan = responses.plan(
+        op,
+        body,
+        request.path,
+        key.name,
+        [(t.provider.name, t.model) for t in targets],
+        request.cache_control,
+    )
     if body.get("stream"):
         options = body.get("stream_options") or {}
+        # A replay has no logprobs to send: a request for them streams from the provider.
+        cached = responses.lookup(plan) if not body.get("logprobs") else None
+        if cached is not None:
+            replayed = _replay(cached, bool(options.get("include_usage")), plan.key)
+            if replayed is not None:
+                replayed.headers.update(token_headers)
+                return replayed
         # A token budget needs the stream's usage: ask for it, and keep the usage-only chunk
         # from a client that did not.
         count_tokens = bool(key.token_limits) and not options.get("include_usage")
@@ -60,12 +92,14 @@ def _proxy(op: Operation) -> Response:
         started = up.open_stream(targets, op, body, deadline)
         started.relay.strip_usage = count_tokens
         g.provider = started.provider
+        g.cache = BYPASS if plan.key is None else MISS
         response = Response(
             stream_with_context(started.relay.events()),
             mimetype="text/event-stream",
             headers={
                 **SSE_HEADERS,
                 **token_headers,
+                CACHE_HEADER: g.cache,
                 PROVIDER_HEADER: started.provider,
                 ATTEMPTS_HEADER: str(started.attempts),
             },
@@ -73,16 +107,41 @@ def _proxy(op: Operation) -> Response:
         relay = started.relay
         response.call_on_close(lambda: limits.charge_tokens(key, relay.usage))
         return response
-    answer = up.complete(targets, op, body, deadline)
+    served = responses.serve(plan, lambda: up.complete(targets, op, body, deadline), deadline)
+    answer = served.answer
     g.provider = answer.provider
-    limits.charge_tokens(key, answer.usage)
+    g.cache = served.x_cache
+    if served.x_cache != HIT:  # a cached answer spends no tokens
+        limits.charge_tokens(key, answer.usage)
     return Response(
         answer.body,
         mimetype="application/json",
         headers={
             **token_headers,
+            **_cache_headers(served, plan.key),
             PROVIDER_HEADER: answer.provider,
             ATTEMPTS_HEADER: str(answer.attempts),
+        },
+    )
+
+
+def _replay(cached: Served, include_usage: bool, key: str | None) -> Response | None:
+    """Answer a streaming request with a cached answer, as the stream it would have been."""
+    try:
+        events = replay_events(cached.answer.body, include_usage=include_usage)
+    except ValueError as exc:  # a shape the replay does not know: stream from the provider
+        log.info("cached answer not replayed: %s", exc)
+        return None
+    g.provider = cached.answer.provider
+    g.cache = HIT
+    return Response(
+        iter(events),
+        mimetype="text/event-stream",
+        headers={
+            **SSE_HEADERS,
+            **_cache_headers(cached, key),
+            PROVIDER_HEADER: cached.answer.provider,
+            ATTEMPTS_HEADER: "0",
         },
     )
 

@@ -19,10 +19,10 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import redis
 import requests
 from flask import Flask
 
-from proxyapi import redis_client
 from proxyapi.deadline import Deadline
 from proxyapi.errors import (
     DeadlineExceeded,
@@ -36,13 +36,13 @@ from proxyapi.providers.base import Adapter, Operation, UpstreamReply, UpstreamR
 from proxyapi.streaming import Relay
 from proxyapi.upstream.breakers import Breakers, CircuitBreakerError
 from proxyapi.upstream.clients import ProcessClients
-from proxyapi.upstream.fleet import FleetStats
 from proxyapi.upstream.outcomes import ProviderFailure, Verdict, judge, translated
 from proxyapi.upstream.retry import DeadlineTimeout, call_state, retry_after_seconds
 from proxyapi.upstream.stats import ProviderStats, summarize
 
 if TYPE_CHECKING:
     from proxyapi.config import Config, ProviderConfig
+    from proxyapi.fleet import Fleet
     from proxyapi.routing import Target
 
 __all__ = ["EXTENSION", "Answer", "StreamStart", "Upstream", "init_app"]
@@ -88,15 +88,17 @@ class _UpstreamStream:
 class Upstream:
     """Sends OpenAI operations to providers and returns OpenAI-shaped answers."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, client: redis.Redis | None = None, fleet: Fleet | None = None
+    ) -> None:
         self.config = config
         self.providers = {p.name: p for p in config.providers}
         self.adapters: dict[str, Adapter] = {p.name: adapter_for(p) for p in config.providers}
         self.stats = {p.name: ProviderStats() for p in config.providers}
-        # No I/O here: redis-py connects on first use (and is fork-safe).
-        self.redis = redis_client.connect(config.redis) if config.redis.url else None
-        self.breakers = Breakers(config.providers, self.redis)
-        self.fleet = FleetStats(self.redis, self._local_figures) if self.redis else None
+        self.breakers = Breakers(config.providers, client)
+        self.fleet = fleet
+        if fleet is not None:
+            fleet.register("providers", self._local_figures)
         self._lock = threading.Lock()
         self._clients: ProcessClients | None = None
         # provider -> monotonic time until which it asked (429 + Retry-After) not to be called
@@ -402,13 +404,13 @@ class Upstream:
         workers = None
         if self.fleet is not None:
             self.fleet.publish()
-            workers = self.fleet.collect()
+            workers = self.fleet.collect("providers")
         scope = {
             "counters": "all workers" if workers else "this worker",
             "workers_reporting": len(workers) if workers else 1,
             "breakers": "shared" if self.breakers.shared else "this worker",
         }
-        figures = [w["providers"] for w in workers] if workers else [local]
+        figures = workers or [local]
         out = []
         for name, provider in sorted(self.providers.items(), key=lambda kv: kv[1].priority):
             mine = [f[name] for f in figures if name in f]
@@ -441,14 +443,18 @@ def _read_all(resp: requests.Response, deadline: Deadline, provider: ProviderCon
 
 
 def init_app(
-    app: Flask, config: Config, provider_gate: Callable[[str], float | None] | None = None
+    app: Flask,
+    config: Config,
+    client: redis.Redis | None = None,
+    fleet: Fleet | None = None,
+    provider_gate: Callable[[str], float | None] | None = None,
 ) -> None:
     """Keep the app's :class:`Upstream` in ``app.extensions``.
 
     ``provider_gate(name)`` is asked before each call to a provider: None lets it through, a
     number of seconds skips the provider (it is at the gateway's own cap for it).
     """
-    up = Upstream(config)
+    up = Upstream(config, client, fleet)
     if any(p.rate_limit for p in config.providers):
         up.provider_gate = provider_gate
     app.extensions[EXTENSION] = up

@@ -49,6 +49,8 @@ class GatewayProcess:
     def environment(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
         env.update(
+            # Each gateway gets its own temp dir, so its file cache starts empty.
+            TMPDIR=str(self.tmp_dir),
             GUNICORN_BIND="127.0.0.1:0",
             WEB_CONCURRENCY=str(self.workers),
             GUNICORN_THREADS=str(self.threads),
