@@ -119,13 +119,14 @@ def _finish_request(response: Response) -> Response:
         "key": g.get("key_name", "-"),
         "model": g.get("model", "-"),
         "provider": g.get("provider", "-"),
+        "cache": g.get("cache", "-"),
     }
 
     def log_line() -> None:
         fields["ms"] = (time.perf_counter() - started) * 1000
         access_log.info(
             "%(method)s %(path)s %(status)s %(ms).1fms key=%(key)s model=%(model)s "
-            "provider=%(provider)s",
+            "provider=%(provider)s cache=%(cache)s",
             fields,
             extra={"request_id": rid},
         )

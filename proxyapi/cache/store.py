@@ -211,7 +211,7 @@ class CacheStore:
 
     def expire(self, category: str, key: str, ttl: int) -> bool:
         """Give ``key`` ``ttl`` more seconds from now; False if it is not there."""
-        entry = self.get(category, key)
+        entry = self.get(category, key, quiet=True)
         if entry is None:
             return False
         now = self.clock()
@@ -222,7 +222,7 @@ class CacheStore:
 
     def ttl(self, category: str, key: str) -> float | None:
         """Seconds ``key`` has left, or None if it is not there."""
-        entry = self.get(category, key)
+        entry = self.get(category, key, quiet=True)
         return None if entry is None else max(0.0, entry.expires_at - self.clock())
 
     def clear(self, category: str | None = None) -> None:

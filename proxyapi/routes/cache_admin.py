@@ -54,11 +54,12 @@ def stats() -> Response:
         worker_pid=os.getpid(),
         hit_rate=round(totals.get("hits", 0) / lookups, 4) if lookups else 0.0,
         backend_size=store.backend_size(),
+        totals=totals,
         categories={
             cat: {"ttl": ttl, **figures["categories"].get(cat, {})}
             for cat, ttl in store.config.ttl.items()
         },
-        **figures,
+        memory_tier=figures["memory"],
     )
 
 
