@@ -49,13 +49,19 @@ def start_upstream() -> tuple[subprocess.Popen[str], int]:
     return proc, port
 
 
-# The limited variants: high enough never to be reached, so every request pays for checking
-# them (one counter per scope, and the X-RateLimit headers).
-KEY_LIMIT: dict[str, Any] = {"key_limits": ["1000000/minute"], "rate_limits": {}}
+# Variants of the gateway measured side by side. The limits are high enough never to be
+# reached, so every request pays for checking them (one counter per scope, and the headers).
+# The cache variants send a cacheable request (temperature 0): "cache miss" with
+# Cache-Control: no-cache, so each request goes upstream and then writes the cache; "cache hit"
+# plainly, so each is answered from the cache (filesystem backend, or Redis with --redis).
+DETERMINISTIC = {**BODY, "temperature": 0}
+KEY_LIMIT: dict[str, Any] = {"key_limits": ["1000000/minute"]}
 KEY_AND_GLOBAL: dict[str, Any] = {
     "key_limits": ["1000000/minute"],
     "rate_limits": {"global": ["1000000/minute"]},
 }
+CACHE_MISS: dict[str, Any] = {"body": DETERMINISTIC, "headers": {"Cache-Control": "no-cache"}}
+CACHE_HIT: dict[str, Any] = {"body": DETERMINISTIC}
 
 
 def start_gateway(
@@ -64,16 +70,18 @@ def start_gateway(
     threads: int,
     tmp: Path,
     redis_url: str | None = None,
-    limits: dict[str, Any] | None = None,
+    variant: dict[str, Any] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
+    variant = variant or {}
     config = tmp / "bench.yaml"
     key: dict[str, Any] = {"name": "bench", "key_env": "BENCH_KEY"}
-    if limits:
-        key["limits"] = limits["key_limits"]
+    if "key_limits" in variant:
+        key["limits"] = variant["key_limits"]
     config.write_text(
         json.dumps(
             {
-                "rate_limits": (limits or {}).get("rate_limits", {}),
+                "rate_limits": variant.get("rate_limits", {}),
+                "cache": {"dir": str(tmp / f"cache-{time.monotonic_ns()}")},
                 "auth": {"keys": [key]},
                 "providers": [
                     {
@@ -123,12 +131,17 @@ def start_gateway(
 
 
 def wrk(
-    url: str, connections: int, duration: int, headers: dict[str, str], tmp: Path
+    url: str,
+    connections: int,
+    duration: int,
+    headers: dict[str, str],
+    tmp: Path,
+    body: dict[str, Any] = BODY,
 ) -> dict[str, float]:
     script = tmp / "post.lua"
     lines = [
         'wrk.method = "POST"',
-        f"wrk.body = {json.dumps(json.dumps(BODY))}",
+        f"wrk.body = {json.dumps(json.dumps(body))}",
         'wrk.headers["Content-Type"] = "application/json"',
     ]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
@@ -173,9 +186,12 @@ def worker_rss_mb(log: Path) -> list[float]:
 
 
 def measure(
-    url: str, headers: dict[str, str], duration: int, tmp: Path
+    url: str, headers: dict[str, str], duration: int, tmp: Path, body: dict[str, Any] = BODY
 ) -> dict[str, dict[str, float]]:
-    return {"c1": wrk(url, 1, duration, headers, tmp), "c16": wrk(url, 16, duration, headers, tmp)}
+    return {
+        "c1": wrk(url, 1, duration, headers, tmp, body),
+        "c16": wrk(url, 16, duration, headers, tmp, body),
+    }
 
 
 def main() -> None:
@@ -193,6 +209,11 @@ def main() -> None:
         action="store_true",
         help="also measure the gateway with a per-key limit, and with per-key and global ones",
     )
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="also measure cacheable requests: always missing (no-cache), and always hitting",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install -y wrk")
@@ -201,26 +222,31 @@ def main() -> None:
     redis_url = redis_server.url if redis_server else None
     upstream, up_port = start_upstream()
     auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
-    variants: list[tuple[str, dict[str, Any] | None]] = [("gateway", None)]
+    variants: list[tuple[str, dict[str, Any]]] = [("gateway", {})]
     if args.limits:
         variants.append(("+ key limit", KEY_LIMIT))
         variants.append(("+ key & global", KEY_AND_GLOBAL))
+    if args.cache:
+        variants.append(("cache miss", CACHE_MISS))
+        variants.append(("cache hit", CACHE_HIT))
     results: dict[str, dict[str, dict[str, float]]] = {}
     rss: dict[str, list[float]] = {}
     try:
         results["direct"] = measure(
             f"http://127.0.0.1:{up_port}/v1/chat/completions", {}, args.duration, tmp
         )
-        for name, limits in variants:
+        for name, variant in variants:
             gateway, gw_port, log = start_gateway(
-                up_port, args.workers, args.threads, tmp, redis_url, limits
+                up_port, args.workers, args.threads, tmp, redis_url, variant
             )
             try:
                 gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
-                check = requests.post(gw_url, json=BODY, headers=auth, timeout=5)
+                body = variant.get("body", BODY)
+                headers = {**auth, **variant.get("headers", {})}
+                check = requests.post(gw_url, json=body, headers=headers, timeout=5)
                 assert check.status_code == 200, check.text
-                wrk(gw_url, 16, 2, auth, tmp)  # warm-up: imports, pools, caches
-                results[name] = measure(gw_url, auth, args.duration, tmp)
+                wrk(gw_url, 16, 2, headers, tmp, body)  # warm-up: imports, pools, caches
+                results[name] = measure(gw_url, headers, args.duration, tmp, body)
                 rss[name] = worker_rss_mb(log)
             finally:
                 gateway.send_signal(signal.SIGTERM)
@@ -254,7 +280,7 @@ def main() -> None:
         )
     for name, _ in variants[1:]:
         cost = results[name]["c1"]["p50"] - results["gateway"]["c1"]["p50"]
-        print(f"cost of the limits ({name}), p50 at c=1: {cost:.3f} ms per request")
+        print(f"{name} vs gateway, p50 at c=1: {cost:+.3f} ms per request")
 
 
 if __name__ == "__main__":
