@@ -54,7 +54,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     )
     cached = cache.init_app(app, cfg, shared)
     if workers is not None:
-        workers.register("cache", cached.store.figures)
+        workers.register("cache", cached.store.stats)
     register(app)
     cli.init_app(app)
     return app

@@ -124,4 +124,6 @@ def init_app(app: Flask, config: Config, shared: redis.Redis | None = None) -> C
         Upkeep(store),
     )
     app.extensions[EXTENSION] = cache
+    # The upkeep thread (warming, sweeping, consistency) starts with a worker's first request.
+    app.before_request(cache.upkeep.start)
     return cache

@@ -342,7 +342,7 @@ class CacheStore:
             return {"entries": keys, "bytes": None}
         return {"entries": None, "bytes": None}
 
-    def figures(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         """This worker's counters as plain data (summed over workers by the stats endpoint)."""
         totals: Counter[str] = Counter()
         per_category = {}

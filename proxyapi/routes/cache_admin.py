@@ -42,7 +42,7 @@ def stats() -> Response:
     if shared is not None:
         shared.publish()
         workers = shared.collect("cache")
-    figures = _merge(workers) if workers else store.figures()
+    figures = _merge(workers) if workers else store.stats()
     totals = figures["totals"]
     lookups = totals.get("hits", 0) + totals.get("misses", 0)
     return jsonify(

@@ -119,7 +119,7 @@ def test_store_interface() -> None:
     assert s.delete_many("models", ["x", "z"]) == 1
     clock.now += 11
     assert s.get("responses", "a") is None  # expired by its own clock
-    counts = s.figures()["categories"]
+    counts = s.stats()["categories"]
     assert counts["responses"]["hits"] == 1 and counts["responses"]["misses"] == 2
     assert counts["responses"]["expirations"] == 1
 
@@ -169,7 +169,7 @@ def test_backend_errors_fail_open_and_are_counted() -> None:
     s = store(backend=Broken())
     assert s.get("responses", "k") is None
     assert s.set("responses", "k", 1) is False
-    assert s.figures()["categories"]["responses"]["errors"] >= 2
+    assert s.stats()["categories"]["responses"]["errors"] >= 2
 
 
 def test_smart_ttl_extends_often_read_entries_only() -> None:
@@ -191,7 +191,7 @@ def test_smart_ttl_extends_often_read_entries_only() -> None:
     for _ in range(10):
         s.get("responses", "hot")
     assert s.ttl("responses", "hot") == 350  # capped
-    assert s.figures()["totals"]["ttl_extensions"] == 2
+    assert s.stats()["totals"]["ttl_extensions"] == 2
 
 
 def test_smart_ttl_needs_a_high_hit_rate() -> None:
@@ -203,7 +203,7 @@ def test_smart_ttl_needs_a_high_hit_rate() -> None:
     s.set("responses", "flaky", 1)
     s.get("responses", "flaky")
     s.get("responses", "flaky")
-    assert s.figures()["totals"].get("ttl_extensions", 0) == 0  # 2 hits / 5 lookups
+    assert s.stats()["totals"].get("ttl_extensions", 0) == 0  # 2 hits / 5 lookups
 
 
 class Counting(SimpleCache):
@@ -230,7 +230,7 @@ def test_memory_tier_answers_repeated_reads_and_drops_stale_copies() -> None:
     other.set("responses", "k", b"v2")
     assert s.check_consistency(10) == 1
     assert s.get("responses", "k").value == b"v2"  # type: ignore[union-attr]
-    totals = s.figures()["totals"]
+    totals = s.stats()["totals"]
     assert totals["inconsistencies"] == 1 and totals["consistency_checks"] == 1
 
 
@@ -344,4 +344,4 @@ def test_warming_reloads_models_before_they_expire_and_only_hot_metadata() -> No
     assert upkeep.warm() == 1
     assert loads == ["models"]  # the cold metadata entry and responses are left alone
     assert s.get("models", "all").value == "fresh"  # type: ignore[union-attr]
-    assert s.figures()["categories"]["models"]["warmups"] == 1
+    assert s.stats()["categories"]["models"]["warmups"] == 1
