@@ -13,13 +13,14 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from flask import Flask
+
+from proxyapi.background import PerProcessThread
 
 EXTENSION = "proxyapi.fleet"
 PREFIX = "proxyapi:stats"
@@ -36,8 +37,7 @@ class Fleet:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.sections: dict[str, Callable[[], Any]] = {}
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._thread = PerProcessThread(self._loop, "proxyapi-fleet")
         self._logged_at = 0.0
 
     def register(self, section: str, figures: Callable[[], Any]) -> None:
@@ -50,13 +50,7 @@ class Fleet:
 
     def start(self) -> None:
         """Start publishing from this process (once per process; safe to call often)."""
-        if self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            threading.Thread(target=self._loop, name="proxyapi-fleet", daemon=True).start()
+        self._thread.ensure_started()
 
     def _loop(self) -> None:
         while True:

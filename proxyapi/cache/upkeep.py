@@ -13,13 +13,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from proxyapi.background import PerProcessThread
 from proxyapi.cache.store import CacheStore
 
 log = logging.getLogger(__name__)
@@ -39,8 +38,7 @@ class Upkeep:
         self.config = store.config
         self.loaders: dict[tuple[str, str], Callable[[], Any]] = {}
         self.reads: Counter[tuple[str, str]] = Counter()
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._thread = PerProcessThread(self._loop, "proxyapi-cache")
         self._last_sweep = self._last_check = time.monotonic()
 
     def remember(self, category: str, key: str, loader: Callable[[], Any]) -> None:
@@ -51,13 +49,7 @@ class Upkeep:
 
     def start(self) -> None:
         """Start the upkeep thread of this process (once; safe to call often)."""
-        if self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            threading.Thread(target=self._loop, name="proxyapi-cache", daemon=True).start()
+        self._thread.ensure_started()
 
     def _loop(self) -> None:
         while True:

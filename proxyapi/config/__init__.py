@@ -210,14 +210,7 @@ def _parse_rate_limits(data: Mapping[str, Any]) -> RateLimitConfig:
         raise ConfigError(
             "rate_limits.storage_uri must be a URI such as memory:// or redis://host:6379"
         )
-    routes_raw = c.section(data, "routes", w)
-    routes = {}
-    for path in routes_raw:
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigError(
-                f"rate_limits.routes keys must be paths such as '/v1/embeddings', got {path!r}"
-            )
-        routes[path] = c.get(routes_raw, "rate_limits.routes", path, c.limit_list, None)
+    routes = c.per_path(c.section(data, "routes", w), "rate_limits.routes", c.limit_list)
     return RateLimitConfig(
         storage_uri=uri,
         strategy=c.get(data, w, "strategy", c.choice(LIMIT_STRATEGIES), d.strategy),
@@ -259,14 +252,7 @@ def _parse_cache(data: Mapping[str, Any]) -> CacheConfig:
             c.redis_url(redis_url)
         except ValueError as exc:
             raise ConfigError(f"cache.redis_url {exc}") from None
-    routes_raw = c.section(data, "routes", w)
-    routes = {}
-    for path in routes_raw:
-        if not isinstance(path, str) or not path.startswith("/v1/"):
-            raise ConfigError(
-                f"cache.routes keys must be paths such as '/v1/embeddings', got {path!r}"
-            )
-        routes[path] = c.get(routes_raw, "cache.routes", path, c.choice(CACHE_MODES), None)
+    routes = c.per_path(c.section(data, "routes", w), "cache.routes", c.choice(CACHE_MODES))
     ttl_raw = c.section(data, "ttl", w)
     c.only(ttl_raw, "cache.ttl", CACHE_CATEGORIES)
     ttl = {

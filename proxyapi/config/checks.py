@@ -87,6 +87,16 @@ def unique(values: list[str], what: str, show: bool = True) -> None:
         seen.add(v)
 
 
+def per_path(data: Mapping[str, Any], where: str, check: Callable[[Any], T]) -> dict[str, T]:
+    """Read a mapping of request paths (``/v1/...``) to values checked by ``check``."""
+    values = {}
+    for path in data:
+        if not isinstance(path, str) or not path.startswith("/v1/"):
+            raise ConfigError(f"{where} keys must be paths such as '/v1/embeddings', got {path!r}")
+        values[path] = get(data, where, path, check, None)
+    return values
+
+
 def name(v: Any) -> str:
     if not isinstance(v, str) or not _NAME_RE.match(v):
         raise ValueError(
