@@ -3,7 +3,8 @@
 The configuration comes from one YAML file (``PROXYAPI_CONFIG``, else ``./proxyapi.yaml`` when
 present) with ``${VAR}`` / ``${VAR:-default}`` interpolation, or, with no file, from the
 environment alone (``PROXYAPI_KEYS``, ``OPENAI_API_KEY`` [+ ``OPENAI_BASE_URL``,
-``OPENAI_MODELS``], ``REDIS_URL``). Everything is validated once, here; an error names the key
+``OPENAI_MODELS``], ``ANTHROPIC_API_KEY``, ``AZURE_OPENAI_API_KEY`` + ``AZURE_OPENAI_ENDPOINT``,
+``REDIS_URL``). Everything is validated once, here; an error names the key
 and shows the bad value, and never shows a secret.
 """
 
@@ -24,6 +25,9 @@ from proxyapi.config.model import (
     CACHE_CATEGORIES,
     CACHE_MODES,
     CACHE_SCOPES,
+    DEFAULT_ANTHROPIC_MAX_TOKENS,
+    DEFAULT_ANTHROPIC_VERSION,
+    DEFAULT_AZURE_API_VERSION,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FIRST_TOKEN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -99,7 +103,7 @@ def config_from_env(environ: Mapping[str, str]) -> Config:
     for i, key in enumerate(raw_keys, start=1):
         data["auth"]["keys"].append({"name": f"env-key-{i}", "sha256": hash_key(key)})
     if environ.get("OPENAI_API_KEY") or environ.get("OPENAI_BASE_URL"):
-        models = [m.strip() for m in environ.get("OPENAI_MODELS", "*").split(",") if m.strip()]
+        models = _env_list(environ.get("OPENAI_MODELS", "*"))
         provider: dict[str, Any] = {
             "name": "openai",
             "type": "openai",
@@ -109,7 +113,35 @@ def config_from_env(environ: Mapping[str, str]) -> Config:
         if environ.get("OPENAI_API_KEY"):
             provider["api_key_env"] = "OPENAI_API_KEY"
         data["providers"].append(provider)
+    if environ.get("ANTHROPIC_API_KEY"):
+        data["providers"].append(
+            {
+                "name": "anthropic",
+                "type": "anthropic",
+                "base_url": environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
+                "api_key_env": "ANTHROPIC_API_KEY",
+                "models": _env_list(environ.get("ANTHROPIC_MODELS", "claude-*")),
+            }
+        )
+    if environ.get("AZURE_OPENAI_API_KEY") and environ.get("AZURE_OPENAI_ENDPOINT"):
+        # AZURE_OPENAI_DEPLOYMENTS: "gpt-4o-mini" or "gpt-4o-mini=my-deployment", comma-separated.
+        pairs = [d.partition("=") for d in _env_list(environ.get("AZURE_OPENAI_DEPLOYMENTS", "*"))]
+        azure: dict[str, Any] = {
+            "name": "azure",
+            "type": "azure",
+            "base_url": environ["AZURE_OPENAI_ENDPOINT"],
+            "api_key_env": "AZURE_OPENAI_API_KEY",
+            "models": [model for model, _, _ in pairs],
+            "deployments": {model: dep for model, sep, dep in pairs if sep and dep},
+        }
+        if environ.get("AZURE_OPENAI_API_VERSION"):
+            azure["api_version"] = environ["AZURE_OPENAI_API_VERSION"]
+        data["providers"].append(azure)
     return parse_config(data, environ, source="environment")
+
+
+def _env_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def parse_config(
@@ -366,7 +398,19 @@ _PROVIDER_KEYS = (
     "retry",
     "breaker",
     "rate_limit",
+    "headers",
+    "api_version",
+    "deployments",
+    "anthropic_version",
+    "max_tokens",
 )
+# Keys that only one provider type understands.
+_TYPE_ONLY_KEYS = {
+    "api_version": "azure",
+    "deployments": "azure",
+    "anthropic_version": "anthropic",
+    "max_tokens": "anthropic",
+}
 
 
 def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderConfig:
@@ -383,9 +427,13 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
             raise ConfigError(
                 f"{where}.api_key_env names {api_key_env!r}, which is not set or empty"
             )
+    ptype = c.get(raw, where, "type", c.choice(PROVIDER_TYPES), "openai")
+    for key, only_for in _TYPE_ONLY_KEYS.items():
+        if key in raw and ptype != only_for:
+            raise ConfigError(f"{where}.{key} applies to type {only_for} only (this is {ptype})")
     return ProviderConfig(
         name=name,
-        type=c.get(raw, where, "type", c.choice(PROVIDER_TYPES), "openai"),
+        type=ptype,
         base_url=c.get(raw, where, "base_url", c.url, None).rstrip("/"),
         models=tuple(c.get(raw, where, "models", c.model_list, None)),
         api_key_env=api_key_env or None,
@@ -396,6 +444,13 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
         retry=_parse_retry(c.section(raw, "retry", where), f"{where}.retry"),
         breaker=_parse_breaker(c.section(raw, "breaker", where), f"{where}.breaker"),
         rate_limit=c.get(raw, where, "rate_limit", c.limit_list, ()),
+        headers=c.get(raw, where, "headers", c.str_map, {}),
+        api_version=c.get(raw, where, "api_version", c.non_empty_str, DEFAULT_AZURE_API_VERSION),
+        deployments=c.get(raw, where, "deployments", c.str_map, {}),
+        anthropic_version=c.get(
+            raw, where, "anthropic_version", c.non_empty_str, DEFAULT_ANTHROPIC_VERSION
+        ),
+        max_tokens=c.get(raw, where, "max_tokens", c.positive_int, DEFAULT_ANTHROPIC_MAX_TOKENS),
     )
 
 

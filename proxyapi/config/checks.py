@@ -163,6 +163,14 @@ def non_empty_str(v: Any) -> str:
     return v
 
 
+def str_map(v: Any) -> dict[str, str]:
+    if not isinstance(v, Mapping) or not all(
+        isinstance(k, str) and isinstance(x, str) and k and x for k, x in v.items()
+    ):
+        raise ValueError("must be a mapping of names to strings")
+    return dict(v)
+
+
 def non_negative_number(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
         raise ValueError("must be a number, 0 or more")

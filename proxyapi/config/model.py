@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-PROVIDER_TYPES = ("openai",)
+PROVIDER_TYPES = ("openai", "azure", "anthropic")
 RETRY_STRATEGIES = ("exponential", "immediate", "adaptive")
 LIMIT_STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
 CACHE_BACKENDS = ("filesystem", "redis", "simple", "none")
@@ -35,6 +35,11 @@ DEFAULT_POOL_SIZE = 32
 DEFAULT_PRIORITY = 1
 # Redis sits on the request path (breakers): fail fast rather than hold a request.
 DEFAULT_REDIS_TIMEOUT = 0.5
+# Azure OpenAI's API version when a provider names none: the latest GA version.
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
+# Anthropic's API version header, and the max_tokens it requires when a client sends none.
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,14 @@ class ProviderConfig:
     # Caps on what the gateway sends this provider ("500/minute"); past them, the next
     # provider is tried.
     rate_limit: tuple[str, ...] = ()
+    # Extra request headers (e.g. OpenRouter's HTTP-Referer); never shown in logs.
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    # Azure: the API version, and model name -> deployment name (default: the same name).
+    api_version: str = DEFAULT_AZURE_API_VERSION
+    deployments: dict[str, str] = field(default_factory=dict)
+    # Anthropic: the anthropic-version header, and max_tokens when the client sends none.
+    anthropic_version: str = DEFAULT_ANTHROPIC_VERSION
+    max_tokens: int = DEFAULT_ANTHROPIC_MAX_TOKENS
 
 
 @dataclass(frozen=True)

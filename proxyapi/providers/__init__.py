@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from proxyapi.providers.azure import AzureAdapter
 from proxyapi.providers.base import Adapter
 from proxyapi.providers.openai import OpenAIAdapter
 
 if TYPE_CHECKING:
     from proxyapi.config import ProviderConfig
 
-ADAPTERS: dict[str, type[Adapter]] = {"openai": OpenAIAdapter}
+ADAPTERS: dict[str, type[Adapter]] = {"openai": OpenAIAdapter, "azure": AzureAdapter}
 
 
 def adapter_for(provider: ProviderConfig) -> Adapter:

@@ -101,7 +101,12 @@ class Adapter(ABC):
     def build(
         self, op: Operation, body: Mapping[str, Any], model: str, stream: bool
     ) -> UpstreamRequest:
-        """Build the upstream call for an OpenAI request ``body`` aimed at ``model``."""
+        """Build the upstream call for an OpenAI request ``body`` aimed at ``model``.
+
+        Raise :class:`~proxyapi.errors.InvalidRequest` for a request this provider cannot honour
+        (an operation it lacks, a parameter it cannot apply): the next candidate is tried, and
+        the client gets that 400 if none can.
+        """
 
     @abstractmethod
     def parse(self, op: Operation, reply: UpstreamReply) -> tuple[bytes, Usage | None]:
@@ -112,8 +117,9 @@ class Adapter(ABC):
     def parse_error(self, reply: UpstreamReply) -> ErrorInfo:
         """Read a non-2xx reply's body into an :class:`ErrorInfo`."""
 
-    def stream_translator(self, op: Operation) -> StreamTranslator | None:
-        """Return a translator for streamed answers, or None when they are OpenAI SSE already."""
+    def stream_translator(self, op: Operation, body: Mapping[str, Any]) -> StreamTranslator | None:
+        """Return a translator for streamed answers to ``body`` (the OpenAI request as sent,
+        ``stream_options`` included), or None when they are OpenAI SSE already."""
         return None
 
     def build_list_models(self) -> UpstreamRequest | None:

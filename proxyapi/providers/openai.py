@@ -36,6 +36,11 @@ _ERROR_SNIPPET = 300
 class OpenAIAdapter(Adapter):
     """Adapter for ``type: openai`` providers."""
 
+    def _auth_headers(self) -> dict[str, str]:
+        if self.provider.api_key:
+            return {"Authorization": f"Bearer {self.provider.api_key}"}
+        return {}
+
     def _headers(self, stream: bool) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
@@ -45,9 +50,8 @@ class OpenAIAdapter(Adapter):
         if stream:
             # A compressor upstream may hold events back until its buffer fills.
             headers["Accept-Encoding"] = "identity"
-        if self.provider.api_key:
-            headers["Authorization"] = f"Bearer {self.provider.api_key}"
-        return headers
+        # Extra headers a host asks for (OpenRouter's HTTP-Referer and X-Title, ...).
+        return {**headers, **self.provider.headers, **self._auth_headers()}
 
     def build(
         self, op: Operation, body: Mapping[str, Any], model: str, stream: bool
@@ -94,7 +98,7 @@ class OpenAIAdapter(Adapter):
         text = reply.body[:_ERROR_SNIPPET].decode("utf-8", "replace").strip()
         return ErrorInfo(message=text or f"HTTP {reply.status}")
 
-    def build_list_models(self) -> UpstreamRequest:
+    def build_list_models(self) -> UpstreamRequest | None:
         return UpstreamRequest(
             method="GET", url=f"{self.provider.base_url}/models", headers=self._headers(False)
         )

@@ -26,6 +26,7 @@ from flask import Flask
 from proxyapi.deadline import Deadline
 from proxyapi.errors import (
     DeadlineExceeded,
+    InvalidRequest,
     ProxyAPIError,
     ServiceUnavailable,
     UpstreamMalformed,
@@ -161,9 +162,16 @@ class Upstream:
         self,
         targets: list[Target],
         deadline: Deadline,
-        attempt: Callable[[Target], tuple[Verdict, T | None, ProxyAPIError | None]],
+        prepare: Callable[[Target], UpstreamRequest],
+        attempt: Callable[
+            [Target, UpstreamRequest], tuple[Verdict, T | None, ProxyAPIError | None]
+        ],
     ) -> tuple[str, T, int]:
-        """Try ``targets`` in order; return (provider, result, attempts) of the first answer."""
+        """Try ``targets`` in order; return (provider, result, attempts) of the first answer.
+
+        ``prepare`` builds a target's call; an InvalidRequest from it (a provider that cannot
+        honour the request) moves on to the next target without calling anybody.
+        """
         with call_state(deadline) as state:
             last_error: ProxyAPIError | None = None
             open_waits: list[float] = []
@@ -182,13 +190,18 @@ class Upstream:
                 if left > 0:
                     cooling.append(left)
                     continue
+                try:
+                    call = prepare(target)
+                except InvalidRequest as exc:
+                    last_error = exc
+                    continue
                 stats = self.stats[name]
                 started, retries_before = time.monotonic(), state.retries
                 try:
                     with self.breakers.get(name).calling():
                         state.attempts += 1
                         tried.append(name)
-                        verdict, result, error = attempt(target)
+                        verdict, result, error = attempt(target, call)
                 except CircuitBreakerError:
                     wait = self.breakers.seconds_until_half_open(name)
                     open_waits.append(wait if wait is not None else 0.0)
@@ -255,12 +268,14 @@ class Upstream:
     ) -> Answer:
         """Return the first complete answer from ``targets``, tried in order."""
 
+        def prepare(target: Target) -> UpstreamRequest:
+            return self.adapters[target.provider.name].build(op, body, target.model, stream=False)
+
         def attempt(
-            target: Target,
+            target: Target, call: UpstreamRequest
         ) -> tuple[Verdict, tuple[bytes, Usage | None] | None, ProxyAPIError | None]:
             provider = target.provider
             adapter = self.adapters[provider.name]
-            call = adapter.build(op, body, target.model, stream=False)
             try:
                 reply = self._fetch(provider, call, deadline)
             except ProxyAPIError as exc:
@@ -277,7 +292,7 @@ class Upstream:
                 log.warning("provider %s: %s", provider.name, exc.description)
                 raise ProviderFailure(exc) from exc
 
-        name, (answer, usage), attempts = self._fallback(targets, deadline, attempt)
+        name, (answer, usage), attempts = self._fallback(targets, deadline, prepare, attempt)
         return Answer(name, answer, attempts, usage)
 
     def open_stream(
@@ -290,10 +305,14 @@ class Upstream:
         """Start a stream with the first target that sends a first event, tried in order."""
         server = self.config.server
 
-        def attempt(target: Target) -> tuple[Verdict, Relay | None, ProxyAPIError | None]:
+        def prepare(target: Target) -> UpstreamRequest:
+            return self.adapters[target.provider.name].build(op, body, target.model, stream=True)
+
+        def attempt(
+            target: Target, call: UpstreamRequest
+        ) -> tuple[Verdict, Relay | None, ProxyAPIError | None]:
             provider = target.provider
             adapter = self.adapters[provider.name]
-            call = adapter.build(op, body, target.model, stream=True)
             try:
                 with translated(provider):
                     resp = self._send(provider, call, deadline)
@@ -319,7 +338,9 @@ class Upstream:
                 )
                 log.warning("provider %s: %s", provider.name, error.description)
                 raise ProviderFailure(error)
-            relay = Relay(self._chunks(provider, adapter, op, resp), server.heartbeat_interval)
+            relay = Relay(
+                self._chunks(provider, adapter, op, body, resp), server.heartbeat_interval
+            )
             try:
                 relay.wait_first(min(server.first_token_timeout, max(deadline.remaining(), 0)))
             except ProxyAPIError as exc:
@@ -331,14 +352,19 @@ class Upstream:
                     connection.sock.settimeout(provider.timeout.read)
             return Verdict.OK, relay, None
 
-        name, relay, attempts = self._fallback(targets, deadline, attempt)
+        name, relay, attempts = self._fallback(targets, deadline, prepare, attempt)
         relay.on_finish = lambda error: self._stream_finished(name, error)
         return StreamStart(name, relay, attempts)
 
     def _chunks(
-        self, provider: ProviderConfig, adapter: Adapter, op: Operation, resp: requests.Response
+        self,
+        provider: ProviderConfig,
+        adapter: Adapter,
+        op: Operation,
+        body: Mapping[str, Any],
+        resp: requests.Response,
     ) -> _UpstreamStream:
-        translator = adapter.stream_translator(op)
+        translator = adapter.stream_translator(op, body)
 
         def chunks() -> Iterator[bytes]:
             try:

@@ -1,7 +1,7 @@
 """Provider-specific retries, carried out by urllib3's ``Retry`` on each provider's adapter.
 
 Which outcomes are retried (DESIGN.md section 4): connection failures (refused, reset, connect
-timeout) and HTTP 500/502/503/504; a 429 only when it says how long to wait (``retry-after-ms``
+timeout) and HTTP 500/502/503/504/529; a 429 only when it says how long to wait (``retry-after-ms``
 or ``Retry-After``) and that wait is at most ``retry_after_max``; a read timeout only with
 ``on_read_timeout: true`` (the provider may still be generating, and billing, the first answer).
 Nothing else: 401/403, other 4xx and malformed answers are decided by the fallback loop.
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
     from proxyapi.deadline import Deadline
 
-RETRY_STATUSES = frozenset({500, 502, 503, 504})
+# 529: Anthropic's "overloaded".
+RETRY_STATUSES = frozenset({500, 502, 503, 504, 529})
 # Smallest timeout handed to a call, so a nearly spent deadline still fails cleanly.
 MIN_TIMEOUT = 0.05
 

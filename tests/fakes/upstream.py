@@ -12,6 +12,7 @@ when a client went away in the middle.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import struct
 import sys
@@ -21,8 +22,34 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 REPLY_TEXT = "Hello from the fake upstream."
+# What Azure OpenAI adds to answers: content-filter verdicts for the prompt and each choice.
+AZURE_FILTER_RESULTS = {
+    kind: {"filtered": False, "severity": "safe"}
+    for kind in ("hate", "self_harm", "sexual", "violence")
+}
+AZURE_PROMPT_FILTER = {"prompt_index": 0, "content_filter_results": AZURE_FILTER_RESULTS}
+AZURE_CONTENT_FILTER_ERROR = json.dumps(
+    {
+        "error": {
+            "message": "The response was filtered due to the prompt triggering Azure OpenAI's "
+            "content management policy.",
+            "type": None,
+            "param": "prompt",
+            "code": "content_filter",
+            "status": 400,
+            "innererror": {
+                "code": "ResponsibleAIPolicyViolation",
+                "content_filter_result": {
+                    **AZURE_FILTER_RESULTS,
+                    "violence": {"filtered": True, "severity": "high"},
+                },
+            },
+        }
+    }
+).encode()
 EMBEDDING_DIMS = 8
 
 
@@ -67,8 +94,18 @@ class StreamRecord:
 class FakeUpstream:
     """The server; start with :meth:`start`, stop with :meth:`stop`."""
 
-    def __init__(self, api_key: str | None = "sk-fake-upstream", models: list[str] | None = None):
+    def __init__(
+        self,
+        api_key: str | None = "sk-fake-upstream",
+        models: list[str] | None = None,
+        azure_api_version: str | None = None,
+        deployments: dict[str, str] | None = None,
+    ):
+        """``azure_api_version`` makes it an Azure OpenAI resource: per-deployment paths, an
+        ``api-key`` header, and content-filter results (``deployments``: deployment -> model)."""
         self.api_key = api_key
+        self.azure_api_version = azure_api_version
+        self.deployments = deployments or {}
         self.models = models or ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "fake-model"]
         self.requests: list[Recorded] = []
         self.streams: list[StreamRecord] = []
@@ -88,6 +125,8 @@ class FakeUpstream:
 
     @property
     def base_url(self) -> str:
+        if self.azure_api_version:
+            return f"http://127.0.0.1:{self.port}"  # an Azure resource endpoint
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> FakeUpstream:
@@ -224,6 +263,13 @@ class _Handler(BaseHTTPRequestHandler):
                 400, "We could not parse the JSON body of your request.", "invalid_request_error"
             )
             return
+        path = self.path.rstrip("/")
+        if self.fake.azure_api_version:
+            resolved = self._azure_route()
+            if resolved is None:
+                return
+            path, deployed = resolved
+            body = {**body, "model": deployed}
         if body.get("model") not in self.fake.models:
             self._error(
                 404,
@@ -232,7 +278,6 @@ class _Handler(BaseHTTPRequestHandler):
                 code="model_not_found",
             )
             return
-        path = self.path.rstrip("/")
         if path == "/v1/chat/completions":
             self._completion(body, chat=True, fault=fault)
         elif path == "/v1/completions":
@@ -242,9 +287,36 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, f"Unknown path {self.path}", "invalid_request_error")
 
+    def _azure_route(self) -> tuple[str, str] | None:
+        """Map an Azure deployment URL to (OpenAI path, model); 404 like Azure if it is off."""
+        parsed = urlsplit(self.path)
+        match = re.fullmatch(
+            r"/openai/deployments/([^/]+)/(chat/completions|completions|embeddings)", parsed.path
+        )
+        version = parse_qs(parsed.query).get("api-version", [""])[0]
+        if match is None or version != self.fake.azure_api_version:
+            self._send_json(404, {"error": {"code": "404", "message": "Resource not found"}})
+            return None
+        deployment = unquote(match.group(1))
+        return f"/v1/{match.group(2)}", self.fake.deployments.get(deployment, deployment)
+
     def _authorized(self) -> bool:
         if self.fake.api_key is None:
             return True
+        if self.fake.azure_api_version:
+            if self.headers.get("api-key") == self.fake.api_key:
+                return True
+            self._send_json(
+                401,
+                {
+                    "error": {
+                        "code": "401",
+                        "message": "Access denied due to "
+                        "invalid subscription key or wrong API endpoint.",
+                    }
+                },
+            )
+            return False
         if self.headers.get("Authorization") == f"Bearer {self.fake.api_key}":
             return True
         self._error(
@@ -303,18 +375,19 @@ class _Handler(BaseHTTPRequestHandler):
             }
         else:
             choice = {"index": 0, "text": REPLY_TEXT, "logprobs": None, "finish_reason": "stop"}
-        self._send_json(
-            200,
-            {
-                "id": cid,
-                "object": "chat.completion" if chat else "text_completion",
-                "created": created,
-                "model": model,
-                "choices": [choice],
-                "usage": self._usage(body, len(words)),
-                "system_fingerprint": "fp_fake",
-            },
-        )
+        answer = {
+            "id": cid,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": self._usage(body, len(words)),
+            "system_fingerprint": "fp_fake",
+        }
+        if self.fake.azure_api_version:
+            answer["prompt_filter_results"] = [AZURE_PROMPT_FILTER]
+            choice["content_filter_results"] = AZURE_FILTER_RESULTS
+        self._send_json(200, answer)
 
     def _stream(
         self,
@@ -345,6 +418,16 @@ class _Handler(BaseHTTPRequestHandler):
             }
 
         events: list[dict[str, Any] | str] = []
+        if self.fake.azure_api_version and chat:
+            # Azure opens a stream with the prompt's filter results and no choices.
+            events.append(
+                {
+                    **chunk({}, None),
+                    "choices": [],
+                    "model": "",
+                    "prompt_filter_results": [AZURE_PROMPT_FILTER],
+                }
+            )
         if chat:
             events.append(chunk({"role": "assistant", "content": ""}, None))
         for i in range(n):

@@ -1,0 +1,46 @@
+"""The Azure OpenAI dialect: the OpenAI API under per-deployment URLs and an ``api-key``.
+
+Calls go to ``{base_url}/openai/deployments/{deployment}/{operation}?api-version=...`` where the
+deployment is the model's entry in the provider's ``deployments`` (the model name itself by
+default). Answers, errors and Azure's content-filter results are OpenAI-shaped already and pass
+through unchanged (``prompt_filter_results`` and ``content_filter_results`` included).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from proxyapi.providers.base import Operation, UpstreamRequest
+from proxyapi.providers.openai import OpenAIAdapter
+
+
+class AzureAdapter(OpenAIAdapter):
+    """Adapter for ``type: azure`` providers."""
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"api-key": self.provider.api_key} if self.provider.api_key else {}
+
+    def build(
+        self, op: Operation, body: Mapping[str, Any], model: str, stream: bool
+    ) -> UpstreamRequest:
+        deployment = self.provider.deployments.get(model, model)
+        # The deployment decides the model; the field is kept as the client sent it, resolved.
+        payload = {**body, "model": model}
+        return UpstreamRequest(
+            method="POST",
+            url=(
+                f"{self.provider.base_url}/openai/deployments/{quote(deployment, safe='')}/"
+                f"{op.value}?api-version={quote(self.provider.api_version, safe='')}"
+            ),
+            headers=self._headers(stream),
+            body=json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+            stream=stream,
+        )
+
+    def build_list_models(self) -> UpstreamRequest | None:
+        # Azure lists base models, not the deployments a client can call: the configured
+        # models are the list.
+        return None
