@@ -143,7 +143,10 @@ class FakeAnthropic:
         return f"{self.base_url}/v1/messages"
 
     def start(self) -> FakeAnthropic:
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval keeps stop() quick.
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -351,12 +354,12 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(msg.get("content"), str | list):
                 return 400, f"messages.{i}.content: Field required"
         system = body.get("system")
-        if system is not None and not isinstance(system, str):
-            if not isinstance(system, list) or not all(
-                isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
-                for b in system
-            ):
-                return 400, "system: Input should be a valid string or a list of text blocks"
+        text_blocks = isinstance(system, list) and all(
+            isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+            for b in system
+        )
+        if system is not None and not isinstance(system, str) and not text_blocks:
+            return 400, "system: Input should be a valid string or a list of text blocks"
         tools = body.get("tools")
         if tools is not None and (
             not isinstance(tools, list)
@@ -465,7 +468,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _message(self, body: dict[str, Any], reply: _Reply) -> None:
         self._send_json(200, self._envelope(body, reply, streaming=False))
 
-    def _events(self, body: dict[str, Any], reply: _Reply, chunks: int | None) -> list[Any]:
+    def _events(
+        self, body: dict[str, Any], reply: _Reply, chunks: int | None
+    ) -> list[tuple[str, dict[str, Any]]]:
         """The stream's events, as (event name, data) pairs, in the documented order."""
         events: list[tuple[str, dict[str, Any]]] = [
             (

@@ -43,21 +43,27 @@ def config_for(provider: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def client(azure: FakeUpstream, launch: Callable[..., GatewayProcess]) -> openai.OpenAI:
-    gw = launch(
+@pytest.fixture(scope="module")
+def azure_gateway(
+    azure_server: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> GatewayProcess:
+    return start_gateway(
         config_for(
             {
                 "name": "azure",
                 "type": "azure",
-                "base_url": azure.base_url,
+                "base_url": azure_server.base_url,
                 "api_version": API_VERSION,
                 "models": ["gpt-4o-mini", "text-embedding-3-small"],
                 "deployments": {"gpt-4o-mini": "mini-prod", "text-embedding-3-small": "embed-prod"},
             }
         )
     )
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=ALICE_KEY, max_retries=0)
+
+
+@pytest.fixture
+def client(azure: FakeUpstream, azure_gateway: GatewayProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{azure_gateway.url}/v1", api_key=ALICE_KEY, max_retries=0)
 
 
 def test_azure_chat_goes_to_the_deployment_with_api_key(
