@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from proxyapi.auth import hash_key
@@ -134,6 +135,23 @@ def gateway(
 ) -> GatewayProcess:
     """One gateway (1 worker, 8 threads) in front of the fake, shared by the session."""
     return start_gateway(base_config(fake_server))
+
+
+@pytest.fixture
+def sdk() -> Iterator[Callable[..., openai.OpenAI]]:
+    """Make official openai SDK clients for a gateway; all are closed after the test."""
+    clients: list[openai.OpenAI] = []
+
+    def make(gw: GatewayProcess, key: str = ALICE_KEY, **kwargs: Any) -> openai.OpenAI:
+        client = openai.OpenAI(
+            base_url=f"{gw.url}/v1", api_key=key, max_retries=0, **{"timeout": 15, **kwargs}
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture

@@ -93,10 +93,10 @@ def test_client_controls(fake: FakeUpstream, launch: Callable[..., GatewayProces
 
 
 def test_cached_answer_replays_as_a_stream_to_the_sdk(
-    fake: FakeUpstream, launch: Callable[..., GatewayProcess]
+    fake: FakeUpstream, launch: Callable[..., GatewayProcess], sdk: Callable[..., openai.OpenAI]
 ) -> None:
     gw = launch(cache_config(fake))
-    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=ALICE_KEY, max_retries=0)
+    client = sdk(gw)
     original = client.chat.completions.create(
         model="gpt-4o-mini", messages=CHAT["messages"], temperature=0
     )
@@ -168,12 +168,12 @@ def test_admin_stats_and_clear(fake: FakeUpstream, launch: Callable[..., Gateway
 
 
 def test_models_list_is_cached_and_warm(
-    fake: FakeUpstream, launch: Callable[..., GatewayProcess]
+    fake: FakeUpstream, launch: Callable[..., GatewayProcess], sdk: Callable[..., openai.OpenAI]
 ) -> None:
     config = cache_config(fake)
     config["providers"][0]["models"] = ["*"]
     gw = launch(config)
-    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=ALICE_KEY, max_retries=0)
+    client = sdk(gw)
     for _ in range(3):
         assert [m.id for m in client.models.list()] == fake.models
     assert len(fake.calls("/models")) == 1  # one provider listing for three client calls

@@ -76,12 +76,12 @@ def test_global_and_route_limits(fake: FakeUpstream, launch: Callable[..., Gatew
 
 
 def test_token_budget_with_streams(
-    fake: FakeUpstream, launch: Callable[..., GatewayProcess]
+    fake: FakeUpstream, launch: Callable[..., GatewayProcess], sdk: Callable[..., openai.OpenAI]
 ) -> None:
     config = base_config(fake)
     config["auth"]["keys"][0]["token_limits"] = ["30/minute"]
     gw = launch(config)
-    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=ALICE_KEY, max_retries=0)
+    client = sdk(gw)
     for _ in range(3):  # about 13 tokens each: the third crosses the budget
         chunks = list(
             client.chat.completions.create(

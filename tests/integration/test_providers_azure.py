@@ -8,7 +8,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import ALICE_KEY, UPSTREAM_KEY
+from tests.conftest import UPSTREAM_KEY
 from tests.fakes.gateway import GatewayProcess
 from tests.fakes.upstream import AZURE_CONTENT_FILTER_ERROR, REPLY_TEXT, FakeUpstream, Fault
 
@@ -62,8 +62,10 @@ def azure_gateway(
 
 
 @pytest.fixture
-def client(azure: FakeUpstream, azure_gateway: GatewayProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{azure_gateway.url}/v1", api_key=ALICE_KEY, max_retries=0)
+def client(
+    azure: FakeUpstream, azure_gateway: GatewayProcess, sdk: Callable[..., openai.OpenAI]
+) -> openai.OpenAI:
+    return sdk(azure_gateway)
 
 
 def test_azure_chat_goes_to_the_deployment_with_api_key(
@@ -109,7 +111,7 @@ def test_azure_content_filter_is_relayed_in_openai_shape(
 
 
 def test_openrouter_style_preset_sends_its_extra_headers(
-    fake: FakeUpstream, launch: Callable[..., GatewayProcess]
+    fake: FakeUpstream, launch: Callable[..., GatewayProcess], sdk: Callable[..., openai.OpenAI]
 ) -> None:
     gw = launch(
         config_for(
@@ -122,7 +124,7 @@ def test_openrouter_style_preset_sends_its_extra_headers(
             }
         )
     )
-    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=ALICE_KEY, max_retries=0)
+    client = sdk(gw)
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     sent = fake.calls()[0].headers
     assert sent["HTTP-Referer"] == "https://example.com/app" and sent["X-Title"] == "Example app"

@@ -267,10 +267,10 @@ def test_stream_failing_after_its_first_byte_ends_with_an_error_event(
 
 
 def test_sdk_stream_survives_a_failing_first_provider(
-    pair: GatewayProcess, sick: FakeUpstream
+    pair: GatewayProcess, sick: FakeUpstream, sdk: Callable[..., openai.OpenAI]
 ) -> None:
     sick.mode = Fault(status=503)
-    client = openai.OpenAI(base_url=f"{pair.url}/v1", api_key=ALICE_KEY, max_retries=0)
+    client = sdk(pair)
     text = "".join(
         c.choices[0].delta.content or ""
         for c in client.chat.completions.create(

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import openai
 import pytest
 
-from tests.conftest import ALICE_KEY, base_config
+from tests.conftest import base_config
 from tests.fakes.gateway import GatewayProcess
 from tests.fakes.upstream import FakeUpstream
 
@@ -46,12 +46,13 @@ def two_provider_gateway(
 
 @pytest.fixture
 def client(
-    two_provider_gateway: GatewayProcess, fake: FakeUpstream, second: FakeUpstream
+    two_provider_gateway: GatewayProcess,
+    fake: FakeUpstream,
+    second: FakeUpstream,
+    sdk: Callable[..., openai.OpenAI],
 ) -> openai.OpenAI:
     second.reset()
-    return openai.OpenAI(
-        base_url=f"{two_provider_gateway.url}/v1", api_key=ALICE_KEY, max_retries=0
-    )
+    return sdk(two_provider_gateway)
 
 
 def served_by(client: openai.OpenAI, model: str) -> str:

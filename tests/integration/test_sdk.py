@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 
 import openai
 import pytest
 
-from tests.conftest import ALICE_KEY, BOB_KEY
+from tests.conftest import BOB_KEY
 from tests.fakes.gateway import GatewayProcess
 from tests.fakes.upstream import REPLY_TEXT, FakeUpstream, Fault
 from tests.schemas import assert_valid
@@ -17,8 +18,8 @@ MESSAGES = [{"role": "user", "content": "Say hello"}]
 
 
 @pytest.fixture
-def client(gateway: GatewayProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=ALICE_KEY, max_retries=0, timeout=10)
+def client(gateway: GatewayProcess, sdk: Callable[..., openai.OpenAI]) -> openai.OpenAI:
+    return sdk(gateway)
 
 
 def test_chat_completion(client: openai.OpenAI, fake: FakeUpstream) -> None:
@@ -99,8 +100,10 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
     assert client.models.retrieve("gpt-4o").id == "gpt-4o"
 
 
-def test_sha256_configured_key_works(gateway: GatewayProcess) -> None:
-    bob = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=BOB_KEY, max_retries=0)
+def test_sha256_configured_key_works(
+    gateway: GatewayProcess, sdk: Callable[..., openai.OpenAI]
+) -> None:
+    bob = sdk(gateway, BOB_KEY)
     assert bob.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices
 
 
@@ -110,12 +113,15 @@ def test_provider_prefix_is_stripped(client: openai.OpenAI, fake: FakeUpstream) 
 
 
 def test_sdk_errors_map_to_sdk_exceptions(
-    client: openai.OpenAI, gateway: GatewayProcess, fake: FakeUpstream
+    client: openai.OpenAI,
+    gateway: GatewayProcess,
+    fake: FakeUpstream,
+    sdk: Callable[..., openai.OpenAI],
 ) -> None:
     with pytest.raises(openai.NotFoundError) as not_found:
         client.chat.completions.create(model="no-such-model", messages=MESSAGES)
     assert not_found.value.code == "model_not_found"
-    bad = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="wrong", max_retries=0)
+    bad = sdk(gateway, "wrong")
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
     fake.script(Fault(status=400))

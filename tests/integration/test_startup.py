@@ -18,7 +18,11 @@ from tests.fakes.upstream import FakeUpstream
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
-def test_env_only_mode(fake: FakeUpstream, start_gateway: Callable[..., GatewayProcess]) -> None:
+def test_env_only_mode(
+    fake: FakeUpstream,
+    start_gateway: Callable[..., GatewayProcess],
+    sdk: Callable[..., openai.OpenAI],
+) -> None:
     gw = start_gateway(
         None,
         env={
@@ -28,7 +32,7 @@ def test_env_only_mode(fake: FakeUpstream, start_gateway: Callable[..., GatewayP
         },
     )
     for key in ("env-k1", "env-k2"):
-        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+        client = sdk(gw, key)
         assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices
     # Without OPENAI_MODELS the provider takes any model; the list comes from the upstream.
     assert [m.id for m in client.models.list()] == fake.models
