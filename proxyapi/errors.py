@@ -8,6 +8,7 @@
           ├── ModelNotFound            404 not_found_error, code model_not_found
           ├── UpstreamRejected         the provider's own 4xx, relayed with its status
           ├── UpstreamError            502 upstream_error (unreachable, 5xx, refused our key)
+          │    ├── UpstreamStreamFailed  the provider reported an error inside its stream
           │    └── UpstreamMalformed   502 the provider answered something that is not an answer
           ├── ServiceUnavailable       503 every candidate's circuit is open (Retry-After)
           └── UpstreamTimeout          504 timeout
@@ -105,6 +106,17 @@ class UpstreamError(ProxyAPIError):
     type = "upstream_error"
     error_code = "upstream_error"
     description = "The upstream provider failed."
+
+
+class UpstreamStreamFailed(UpstreamError):
+    """A provider reported an error inside its stream (typed as the provider typed it)."""
+
+    def __init__(
+        self, message: str, *, type: str | None = None, error_code: str | None = None
+    ) -> None:
+        super().__init__(message, error_code=error_code)
+        if type is not None:
+            self.type = type
 
 
 class UpstreamMalformed(UpstreamError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from proxyapi.providers.anthropic import AnthropicAdapter
 from proxyapi.providers.azure import AzureAdapter
 from proxyapi.providers.base import Adapter
 from proxyapi.providers.openai import OpenAIAdapter
@@ -11,7 +12,11 @@ from proxyapi.providers.openai import OpenAIAdapter
 if TYPE_CHECKING:
     from proxyapi.config import ProviderConfig
 
-ADAPTERS: dict[str, type[Adapter]] = {"openai": OpenAIAdapter, "azure": AzureAdapter}
+ADAPTERS: dict[str, type[Adapter]] = {
+    "openai": OpenAIAdapter,
+    "azure": AzureAdapter,
+    "anthropic": AnthropicAdapter,
+}
 
 
 def adapter_for(provider: ProviderConfig) -> Adapter:

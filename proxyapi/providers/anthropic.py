@@ -19,8 +19,9 @@ is silently lost; every top-level parameter of a chat request falls in one of fo
 
 A parameter sent as null counts as absent, as it does at OpenAI. Inside ``messages``, system and
 developer messages become the top-level ``system`` prompt wherever they stand; a message's
-``name``, and an assistant message's ``annotations``, have no Anthropic equivalent and are
-dropped, while an assistant ``function_call`` or ``audio`` is rejected.
+``name``, an image's ``detail`` and an assistant message's ``annotations`` have no Anthropic
+equivalent and are dropped, while an assistant ``function_call`` or ``audio``, a content part
+other than text or image, and a function tool with ``strict`` set are rejected.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from proxyapi.errors import InvalidRequest, UpstreamMalformed, error_body
+from proxyapi.errors import InvalidRequest, UpstreamMalformed, UpstreamStreamFailed
 from proxyapi.providers.base import (
     USER_AGENT,
     Adapter,
@@ -156,13 +157,13 @@ class AnthropicAdapter(Adapter):
         if stream:
             # A compressor upstream may hold events back until its buffer fills.
             headers["accept-encoding"] = "identity"
-        if self.provider.api_key:
-            headers["x-api-key"] = self.provider.api_key
         for name, value in self.provider.headers.items():
             # Header names are case-insensitive: a configured one replaces ours, not joins it.
             for same in [k for k in headers if k.lower() == name.lower()]:
                 del headers[same]
             headers[name] = value
+        if self.provider.api_key:  # last: configured headers never replace the credentials
+            headers["x-api-key"] = self.provider.api_key
         return headers
 
     def _refuse(self, param: str, message: str) -> InvalidRequest:
@@ -595,7 +596,7 @@ class AnthropicStreamTranslator(StreamTranslator):
     Input may be cut anywhere, even inside a UTF-8 character: bytes are buffered until a whole
     event is in, and only that event is decoded. Output is whole events only. After
     ``message_stop`` (answered by ``[DONE]``) or an error event, the rest of the input is ignored;
-    an error ends the output without ``[DONE]``, so the relay reports the stream as failed.
+    an error event (or an event that is not JSON) raises :class:`UpstreamStreamFailed`.
     """
 
     def __init__(
@@ -612,6 +613,8 @@ class AnthropicStreamTranslator(StreamTranslator):
         self._scan = 0  # where the search for the next blank line resumes
         self._held_cr = False  # a chunk ended in CR: it may be the first half of CRLF
         self._finished = False
+        self._role_sent = False
+        self._failure: UpstreamStreamFailed | None = None
         self._stop_reason: Any = None
         self._usage: dict[str, Any] = {}
         self._tool_index: dict[Any, int] = {}  # Anthropic block index -> OpenAI tool index
@@ -627,6 +630,12 @@ class AnthropicStreamTranslator(StreamTranslator):
         }  # ping, and event types added after this was written, are ignored
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        out = self._feed(chunk)
+        if self._failure is not None and not out:
+            raise self._failure
+        return out  # a failure found in this chunk is raised on the next call
+
+    def _feed(self, chunk: bytes) -> list[bytes]:
         if self._finished:
             return []
         if self._held_cr:
@@ -650,6 +659,8 @@ class AnthropicStreamTranslator(StreamTranslator):
 
     def close(self) -> list[bytes]:
         """Translate a last event that lacks its blank line; a cut-off one is dropped."""
+        if self._failure is not None:
+            raise self._failure
         if self._finished or not self._buffer.strip():
             return []
         block, self._buffer = bytes(self._buffer), bytearray()
@@ -685,7 +696,11 @@ class AnthropicStreamTranslator(StreamTranslator):
             )
         kind = data["type"] if isinstance(data.get("type"), str) else name
         handler = self._handlers.get(kind)
-        return handler(data) if handler is not None else []
+        out = handler(data) if handler is not None else []
+        if out and not self._role_sent:
+            self._role_sent = True
+            out.insert(0, self._chunk({"role": "assistant", "content": ""}))
+        return out
 
     def _on_message_start(self, data: dict[str, Any]) -> list[bytes]:
         message = data.get("message")
@@ -695,7 +710,9 @@ class AnthropicStreamTranslator(StreamTranslator):
                 self.model = message["model"]
             self._count(message.get("usage"))
         self.created = int(self.clock())
-        return [self._chunk({"role": "assistant", "content": ""})]
+        # The role chunk waits for the first real delta: an error right after message_start
+        # (Anthropic's "overloaded") then leaves nothing sent, and the request can fall back.
+        return []
 
     def _on_content_block_start(self, data: dict[str, Any]) -> list[bytes]:
         block = data.get("content_block")
@@ -764,8 +781,12 @@ class AnthropicStreamTranslator(StreamTranslator):
     # ------------------------------------------------------------------ output
 
     def _fail(self, message: str, kind: str, code: str | None) -> list[bytes]:
+        # Raised (by feed or close, once what came before it is out), not written: before
+        # the first event the relay falls back to the next provider; after it, the relay ends
+        # the stream with one OpenAI error event.
         self._finished = True
-        return [self._sse(error_body(message, kind, None, code))]
+        self._failure = UpstreamStreamFailed(message, type=kind, error_code=code)
+        return []
 
     def _count(self, usage: Any) -> None:
         """Keep the latest token counts; message_delta's are cumulative, so they replace."""
