@@ -25,6 +25,9 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 REPLY_TEXT = "Hello from the fake upstream."
+# What the fake calls its first offered tool with (U+2028 included: a trap for line splitters).
+TOOL_CALL_ID = "call_fake0001"
+TOOL_ARGUMENTS = {"city": "Paris", "note": "caf\u00e9 \u2028 ok"}
 # What Azure OpenAI adds to answers: content-filter verdicts for the prompt and each choice.
 AZURE_FILTER_RESULTS = {
     kind: {"filtered": False, "severity": "safe"}
@@ -366,8 +369,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(body, chat, fault, model, created, cid)
             return
         words = REPLY_TEXT.split(" ")
-        if chat:
+        if chat and body.get("tools"):
+            # Offered tools: call the first one, as a model would.
+            call = {
+                "id": TOOL_CALL_ID,
+                "type": "function",
+                "function": {
+                    "name": body["tools"][0]["function"]["name"],
+                    "arguments": json.dumps(TOOL_ARGUMENTS, ensure_ascii=False),
+                },
+            }
             choice: dict[str, Any] = {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": None,
+                    "tool_calls": [call],
+                },
+                "logprobs": None,
+                "finish_reason": "tool_calls",
+            }
+        elif chat:
+            choice = {
                 "index": 0,
                 "message": {"role": "assistant", "content": REPLY_TEXT, "refusal": None},
                 "logprobs": None,
@@ -430,10 +454,36 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if chat:
             events.append(chunk({"role": "assistant", "content": ""}, None))
-        for i in range(n):
-            piece = f"tok{i} "
-            events.append(chunk({"content": piece} if chat else piece, None))
-        events.append(chunk({} if chat else "", "stop"))
+        if chat and body.get("tools"):
+            # A tool call: its id and name first, then the arguments in small fragments.
+            name = body["tools"][0]["function"]["name"]
+            arguments = json.dumps(TOOL_ARGUMENTS, ensure_ascii=False)
+            events.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": TOOL_CALL_ID,
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    },
+                    None,
+                )
+            )
+            for start in range(0, len(arguments), 5):
+                fragment = arguments[start : start + 5]
+                events.append(
+                    chunk({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}, None)
+                )
+            events.append(chunk({}, "tool_calls"))
+        else:
+            for i in range(n):
+                piece = f"tok{i} "
+                events.append(chunk({"content": piece} if chat else piece, None))
+            events.append(chunk({} if chat else "", "stop"))
         options = body.get("stream_options") or {}
         if options.get("include_usage"):
             usage_chunk = chunk({}, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,7 +11,13 @@ import pytest
 
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes.gateway import GatewayProcess
-from tests.fakes.upstream import AZURE_CONTENT_FILTER_ERROR, REPLY_TEXT, FakeUpstream, Fault
+from tests.fakes.upstream import (
+    AZURE_CONTENT_FILTER_ERROR,
+    REPLY_TEXT,
+    TOOL_ARGUMENTS,
+    FakeUpstream,
+    Fault,
+)
 
 API_VERSION = "2024-10-21"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -129,3 +136,30 @@ def test_openrouter_style_preset_sends_its_extra_headers(
     sent = fake.calls()[0].headers
     assert sent["HTTP-Referer"] == "https://example.com/app" and sent["X-Title"] == "Example app"
     assert sent["Authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_azure_tool_calls_both_ways(client: openai.OpenAI, azure: FakeUpstream) -> None:
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, tools=[WEATHER_TOOL]
+    )
+    (call,) = completion.choices[0].message.tool_calls or []
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == TOOL_ARGUMENTS
+    assert azure.calls()[0].body["tools"] == [WEATHER_TOOL]  # passed through unchanged
+    with client.chat.completions.stream(
+        model="gpt-4o-mini", messages=MESSAGES, tools=[WEATHER_TOOL]
+    ) as stream:
+        final = stream.get_final_completion()
+    (streamed,) = final.choices[0].message.tool_calls or []
+    assert streamed.id == call.id and json.loads(streamed.function.arguments) == TOOL_ARGUMENTS
+    assert final.choices[0].finish_reason == "tool_calls"
