@@ -1,12 +1,19 @@
 """gunicorn settings for ProxyAPI: ``gunicorn -c gunicorn.conf.py wsgi:app``.
 
 Everything comes from the environment, Heroku-style: PORT, WEB_CONCURRENCY, REDIS_URL,
-GUNICORN_THREADS. This file is re-read on every SIGHUP, so it does nothing but assign settings
-(the hooks run once, when gunicorn calls them).
+GUNICORN_THREADS, GUNICORN_MAX_REQUESTS. This file is re-read on every SIGHUP, so it does
+nothing but assign settings (the hooks run when gunicorn calls them).
 """
 
 import os
-import sys
+import tempfile
+
+# prometheus-client picks its multiprocess mode once, when first imported: the directory must be
+# named before anything imports it. Workers inherit it; on SIGHUP this keeps the same one.
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    os.path.join(tempfile.gettempdir(), f"proxyapi-metrics-{os.getpid()}"),
+)
 
 # Bind on every interface when the platform gives a PORT (Heroku-style), else on loopback.
 # GUNICORN_BIND overrides both (e.g. "127.0.0.1:8080" or "unix:/run/proxyapi.sock").
@@ -43,8 +50,10 @@ graceful_timeout = 25
 # Idle seconds a client connection is kept open between requests.
 keepalive = 5
 
-# Recycling workers would cut long streams; leave it off.
-max_requests = 0
+# Recycling workers cuts the streams in flight (the old worker stops heart-beating and is
+# killed after `timeout`): off unless GUNICORN_MAX_REQUESTS is set, e.g. to contain a leak.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "0"))
 
 # The app builds its connection pools per worker; preloading would share them across forks.
 preload_app = False
@@ -61,20 +70,28 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
 def on_starting(server):
-    """Check the config once, in the master, before any worker starts.
+    """Once, in the master: check the config and start the metrics directory afresh."""
+    from proxyapi import serving
 
-    A typo stops the start with one clear line; so does a worker count that per-process rate
-    limits cannot honour (N workers with memory:// would make every limit N times larger).
-    """
-    from proxyapi.config import ConfigError, load_config
-    from proxyapi.ratelimit import per_process_problem
+    serving.on_starting(server)
 
-    try:
-        config = load_config()
-    except ConfigError as exc:
-        print(f"proxyapi: config error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    problem = per_process_problem(config, server.cfg.workers)
-    if problem:
-        print(f"proxyapi: refusing to start: {problem}", file=sys.stderr)
-        sys.exit(1)
+
+def on_reload(server):
+    """On SIGHUP, in the master: re-read the config for the workers started next."""
+    from proxyapi import serving
+
+    serving.on_reload(server)
+
+
+def child_exit(server, worker):
+    """In the master, when a worker has exited."""
+    from proxyapi import serving
+
+    serving.child_exit(server, worker)
+
+
+def on_exit(server):
+    """In the master, on shutdown."""
+    from proxyapi import serving
+
+    serving.on_exit(server)

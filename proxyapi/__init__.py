@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from proxyapi import (
     auth,
@@ -14,6 +15,8 @@ from proxyapi import (
     errors,
     fleet,
     logs,
+    metrics,
+    observe,
     ratelimit,
     redis_client,
     routing,
@@ -36,23 +39,32 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = cfg.server.max_body_bytes
     app.extensions["proxyapi.config"] = cfg
     app.extensions["proxyapi.secrets"] = tuple(cfg.secrets())
-    # Order matters: before_request hooks run in this order (request id, key, then limits).
+    if cfg.server.trusted_proxies:
+        # Behind N proxies, the client's address and scheme are in their X-Forwarded-* headers.
+        n = cfg.server.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    # Order matters: before_request hooks run in this order (request record, key, limits).
     logs.init_app(app, cfg.secrets())
+    measured = metrics.init_app(app, cfg)
+    observe.init_app(app, measured)
     errors.init_app(app)
     auth.init_app(app, cfg.auth)
-    ratelimit.init_app(app, cfg)
+    ratelimit.init_app(app, cfg, on_reject=measured.rejected)
     routing.init_app(app, cfg)
     # No I/O here: redis-py connects on first use (and is fork-safe).
     shared = redis_client.connect(cfg.redis) if cfg.redis.url else None
+    app.extensions[redis_client.EXTENSION] = shared
     workers = fleet.init_app(app, shared)
-    upstream.init_app(
+    up = upstream.init_app(
         app,
         cfg,
         client=shared,
         fleet=workers,
         provider_gate=app.extensions[ratelimit.EXTENSION].admit_provider,
+        observer=measured,
     )
-    cached = cache.init_app(app, cfg, shared)
+    measured.before_scrape.append(up.report_breakers)
+    cached = cache.init_app(app, cfg, shared, observer=measured.cache_result)
     if workers is not None:
         workers.register("cache", cached.store.stats)
     register(app)

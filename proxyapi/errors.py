@@ -55,6 +55,9 @@ class ProxyAPIError(HTTPException):
     type = "server_error"
     error_code: str | None = None
     description = "The gateway could not complete the request."
+    # Set on errors from the fallback loop: calls made and seconds spent upstream.
+    attempts = 0
+    upstream_seconds = 0.0
 
     def __init__(
         self,

@@ -1,27 +1,24 @@
-"""Request ids and logging: every log line of a request carries its id, no line a secret.
+"""Logging: every line of a request carries its id, no line a secret.
 
-``X-Request-ID`` is echoed when the client sends a sane one and generated otherwise. One line
-per request is logged when the response is closed (for a stream, when it has ended).
-Upstream secrets are scrubbed from every formatted line, tracebacks included.
+Lines are readable text, or with ``LOG_FORMAT=json`` one JSON object each (``ts``, ``level``,
+``pid``, ``request_id``, ``logger``, ``message``, and the fields of the per-request line, see
+:mod:`proxyapi.observe`). Secrets are scrubbed from every formatted line, tracebacks included.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import re
 import sys
 import time
-import uuid
 from collections.abc import Iterable
+from typing import Any
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, g, has_request_context
 
 from proxyapi.errors import redact
 
-REQUEST_ID_HEADER = "X-Request-ID"
-# Accept ids that are safe to echo and to write into a log line.
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _HANDLER_FLAG = "_proxyapi_handler"
 # The gateway's own loggers, and the libraries' that report shared-state trouble: those can
 # repeat one traceback per request while Redis is down, so they pass through RepeatFilter.
@@ -29,8 +26,6 @@ LOGGERS = ("proxyapi", "urllib3")
 NOISY_LOGGERS = ("pybreaker", "flask-limiter", "limits")
 # One line per distinct message per this many seconds from the noisy loggers.
 REPEAT_WINDOW = 60.0
-
-access_log = logging.getLogger("proxyapi.access")
 
 
 class RequestIdFilter(logging.Filter):
@@ -67,7 +62,7 @@ class RepeatFilter(logging.Filter):
 class RedactingFormatter(logging.Formatter):
     """A formatter that scrubs the given secrets from the finished line."""
 
-    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
+    def __init__(self, fmt: str | None, secrets: Iterable[str]) -> None:
         super().__init__(fmt)
         self.secrets = tuple(s for s in secrets if s)
 
@@ -75,15 +70,42 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record), self.secrets)
 
 
-def configure_logging(secrets: Iterable[str]) -> None:
+class JsonFormatter(RedactingFormatter):
+    """One JSON object per line; a record's ``fields`` (a dict) are merged in."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__(None, secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "pid": record.process,
+            "request_id": getattr(record, "request_id", "-"),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(line, ensure_ascii=False, default=str), self.secrets)
+
+
+def configure_logging(secrets: Iterable[str], json_lines: bool = False) -> None:
     """Install one stderr handler on the gateway's loggers (replacing an earlier one)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        RedactingFormatter(
+    formatter: logging.Formatter
+    if json_lines:
+        formatter = JsonFormatter(secrets)
+    else:
+        formatter = RedactingFormatter(
             "%(asctime)s %(levelname)s [%(process)d] [%(request_id)s] %(name)s: %(message)s",
             secrets,
         )
-    )
+    handler.setFormatter(formatter)
     handler.addFilter(RequestIdFilter())
     setattr(handler, _HANDLER_FLAG, True)
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
@@ -102,41 +124,6 @@ def configure_logging(secrets: Iterable[str]) -> None:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
-def _start_request() -> None:
-    g.started = time.perf_counter()
-    rid = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = rid if _SAFE_ID.match(rid) else uuid.uuid4().hex
-
-
-def _finish_request(response: Response) -> Response:
-    rid = g.get("request_id", "-")
-    response.headers[REQUEST_ID_HEADER] = rid
-    started = g.get("started", time.perf_counter())
-    fields: dict[str, object] = {
-        "method": request.method,
-        "path": request.path,
-        "status": response.status_code,
-        "key": g.get("key_name", "-"),
-        "model": g.get("model", "-"),
-        "provider": g.get("provider", "-"),
-        "cache": g.get("cache", "-"),
-    }
-
-    def log_line() -> None:
-        fields["ms"] = (time.perf_counter() - started) * 1000
-        access_log.info(
-            "%(method)s %(path)s %(status)s %(ms).1fms key=%(key)s model=%(model)s "
-            "provider=%(provider)s cache=%(cache)s",
-            fields,
-            extra={"request_id": rid},
-        )
-
-    response.call_on_close(log_line)
-    return response
-
-
 def init_app(app: Flask, secrets: Iterable[str]) -> None:
-    """Configure logging and attach request ids to every request and response."""
-    configure_logging(secrets)
-    app.before_request(_start_request)
-    app.after_request(_finish_request)
+    """Configure the gateway's logging (``LOG_FORMAT=json`` for one JSON object a line)."""
+    configure_logging(secrets, json_lines=os.environ.get("LOG_FORMAT", "").lower() == "json")

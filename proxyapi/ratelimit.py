@@ -99,8 +99,10 @@ def per_process_problem(config: Config, workers: int) -> str | None:
 class Limits:
     """The app's flask-limiter ``Limiter``, and the budgets it does not cover."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, on_reject: Callable[[str], None] | None = None) -> None:
         self.config = config.rate_limits
+        # Told the scope ("key", "global", "route", "tokens") of every 429 a limit causes.
+        self.on_reject = on_reject or (lambda scope: None)
         self.policy = config.rate_limits.on_storage_error
         self.token_items = {k.name: _items(k.token_limits) for k in config.auth.keys}
         self.provider_items = {p.name: _items(p.rate_limit) for p in config.providers}
@@ -208,6 +210,7 @@ class Limits:
                 values = (str(item.amount), str(stats.remaining), str(reset))
                 headers = dict(zip(TOKEN_HEADERS, values, strict=True))
             if stats.remaining <= 0:
+                self.on_reject("tokens")
                 raise RateLimited(
                     f"Token budget reached for key '{key.name}': {item} tokens. Retry in {reset}s.",
                     error_code="token_budget_exceeded",
@@ -240,6 +243,7 @@ class Limits:
     def render_breach(self, exc: RateLimitExceeded) -> Response:
         """Turn flask-limiter's 429 into the OpenAI shape, naming the limit that was hit."""
         scope = exc.limit.scope
+        self.on_reject(scope if scope in ("key", "global") else "route")
         where = (
             f"for key '{g.get('key_name', '?')}'"
             if scope == "key"
@@ -266,9 +270,9 @@ def _drop_scratch_header(response: Response) -> Response:
     return response
 
 
-def init_app(app: Flask, config: Config) -> None:
+def init_app(app: Flask, config: Config, on_reject: Callable[[str], None] | None = None) -> None:
     """Set up the limiter after auth (its key is the authenticated key's name)."""
-    limits = Limits(config)
+    limits = Limits(config, on_reject)
     app.extensions[EXTENSION] = limits
     if not limits.limiter.enabled:
         return  # nothing is limited: the extension stays out of the request path

@@ -8,6 +8,9 @@ from redis.retry import Retry
 
 from proxyapi.config import RedisConfig
 
+# The shared client (or None) in app.extensions.
+EXTENSION = "proxyapi.redis"
+
 
 def connect(config: RedisConfig) -> redis.Redis:
     """Build a client for ``config.url``; no connection is made until first use.

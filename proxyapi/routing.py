@@ -95,6 +95,31 @@ class Router:
             )
         return targets
 
+    def metric_label(self, model: str) -> str:
+        """Name ``model`` for a metrics label: a configured alias, model or glob, never raw input.
+
+        A glob admits any client string, so a model served by a glob is labelled with the glob
+        (``gpt-4o*``) to keep label cardinality bounded by the config.
+        """
+        if model in self.aliases or any(model in self._exact[p.name] for p in self.providers):
+            return model
+        prefix, sep, rest = model.partition("/")
+        forced = self._by_name.get(prefix) if sep else None
+        if forced is not None and rest:
+            if rest in self._exact[forced.name]:
+                return model
+            pattern = self._glob_for(forced, rest)
+            if pattern is not None:
+                return f"{forced.name}/{pattern}"
+        for p in self.providers:
+            pattern = self._glob_for(p, model)
+            if pattern is not None:
+                return pattern
+        return "other"
+
+    def _glob_for(self, provider: ProviderConfig, model: str) -> str | None:
+        return next((g for g in self._globs[provider.name] if fnmatchcase(model, g)), None)
+
     def listed_models(self) -> list[tuple[str, ProviderConfig]]:
         """Return every model named exactly in the config, with its first provider."""
         seen: dict[str, ProviderConfig] = {}

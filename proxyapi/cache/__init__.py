@@ -107,7 +107,12 @@ def _backend(app: Flask, config: Config, shared: redis.Redis | None) -> tuple[Ba
     return flask_cache.cache, kind
 
 
-def init_app(app: Flask, config: Config, shared: redis.Redis | None = None) -> Cache:
+def init_app(
+    app: Flask,
+    config: Config,
+    shared: redis.Redis | None = None,
+    observer: Callable[[str, str], None] | None = None,
+) -> Cache:
     """Build the cache for ``config`` and keep it in ``app.extensions``."""
     backend, kind = _backend(app, config, shared)
     memory = None
@@ -117,7 +122,7 @@ def init_app(app: Flask, config: Config, shared: redis.Redis | None = None) -> C
             config.cache.max_entries,
             clock=time.time,  # entries expire on wall-clock times
         )
-    store = CacheStore(backend, config.cache, kind, memory)
+    store = CacheStore(backend, config.cache, kind, memory, observer=observer)
     cache = Cache(
         store,
         ResponseCache(store, config.cache, atomic_add=kind == "redis"),

@@ -75,12 +75,15 @@ class CacheStore:
         kind: str,
         memory: MemoryTier | None = None,
         clock: Callable[[], float] = time.time,
+        observer: Callable[[str, str], None] | None = None,
     ) -> None:
         self.backend = backend
         self.config = config
         self.kind = kind
         self.memory = memory
         self.clock = clock
+        # Told (category, "hit" | "miss") of every counted lookup: the Prometheus counter.
+        self.observer = observer
         self.counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._generations: dict[str, tuple[float, str]] = {}
         self._access: dict[str, list[int]] = {}
@@ -153,6 +156,8 @@ class CacheStore:
         if quiet:
             return entry
         self.counts[category]["hits" if entry is not None else "misses"] += 1
+        if self.observer is not None:
+            self.observer(category, "hit" if entry is not None else "miss")
         if self.config.smart_ttl:
             entry = self._smart_ttl(category, full, entry, now)
         return entry

@@ -47,6 +47,7 @@ from proxyapi.config.model import (
     CacheConfig,
     Config,
     KeyConfig,
+    MetricsConfig,
     ProviderConfig,
     RateLimitConfig,
     RedisConfig,
@@ -156,7 +157,11 @@ def parse_config(
     if not isinstance(data, Mapping):
         raise ConfigError(f"the config must be a mapping at the top level, got {data!r}")
     resolved: dict[str, Any] = c.interpolate(data, env)
-    c.only(resolved, "", ("server", "auth", "providers", "models", "redis", "rate_limits", "cache"))
+    c.only(
+        resolved,
+        "",
+        ("server", "auth", "providers", "models", "redis", "rate_limits", "cache", "metrics"),
+    )
     providers = _parse_providers(resolved.get("providers", []), env)
     return Config(
         server=_parse_server(c.section(resolved, "server")),
@@ -166,6 +171,7 @@ def parse_config(
         redis=_parse_redis(c.section(resolved, "redis"), env),
         rate_limits=_parse_rate_limits(c.section(resolved, "rate_limits")),
         cache=_parse_cache(c.section(resolved, "cache")),
+        metrics=_parse_metrics(c.section(resolved, "metrics")),
         source=source,
     )
 
@@ -181,6 +187,7 @@ def _parse_server(data: Mapping[str, Any]) -> ServerConfig:
             "request_timeout",
             "max_request_timeout",
             "first_token_timeout",
+            "trusted_proxies",
         ),
     )
     server = ServerConfig(
@@ -197,6 +204,7 @@ def _parse_server(data: Mapping[str, Any]) -> ServerConfig:
         first_token_timeout=c.get(
             data, w, "first_token_timeout", c.positive_number, DEFAULT_FIRST_TOKEN_TIMEOUT
         ),
+        trusted_proxies=c.get(data, w, "trusted_proxies", c.non_negative_int, 0),
     )
     if server.request_timeout > server.max_request_timeout:
         raise ConfigError(
@@ -204,6 +212,11 @@ def _parse_server(data: Mapping[str, Any]) -> ServerConfig:
             f"server.max_request_timeout ({server.max_request_timeout:g})"
         )
     return server
+
+
+def _parse_metrics(data: Mapping[str, Any]) -> MetricsConfig:
+    c.only(data, "metrics", ("require_admin",))
+    return MetricsConfig(require_admin=c.get(data, "metrics", "require_admin", c.boolean, False))
 
 
 def _parse_redis(data: Mapping[str, Any], env: Mapping[str, str]) -> RedisConfig:

@@ -145,6 +145,12 @@ def positive_int(v: Any) -> int:
     return v
 
 
+def non_negative_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return v
+
+
 def positive_number(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
         raise ValueError("must be a number above 0")

@@ -51,6 +51,8 @@ class ServerConfig:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     max_request_timeout: float = DEFAULT_MAX_REQUEST_TIMEOUT
     first_token_timeout: float = DEFAULT_FIRST_TOKEN_TIMEOUT
+    # Proxies in front of the gateway whose X-Forwarded-For/-Proto to trust (werkzeug ProxyFix).
+    trusted_proxies: int = 0
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,13 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint."""
+
+    require_admin: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration of one gateway."""
 
@@ -219,6 +228,7 @@ class Config:
     redis: RedisConfig = RedisConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
     cache: CacheConfig = CacheConfig()
+    metrics: MetricsConfig = MetricsConfig()
     source: str = "defaults"
 
     @property

@@ -6,12 +6,12 @@ import logging
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
-from proxyapi import auth, cache, ratelimit, routing, upstream
+from proxyapi import auth, cache, observe, ratelimit, routing, upstream
 from proxyapi.cache.replay import replay_events
 from proxyapi.cache.responses import BYPASS, HIT, MISS, Served
 from proxyapi.config import Config, KeyConfig
 from proxyapi.deadline import Deadline
-from proxyapi.errors import InvalidRequest
+from proxyapi.errors import InvalidRequest, ProxyAPIError
 from proxyapi.providers.base import Operation
 from proxyapi.validation import read_json_object, validate
 
@@ -55,13 +55,28 @@ def _cache_headers(served: Served, key: str | None) -> dict[str, str]:
 
 
 def _proxy(op: Operation) -> Response:
+    """Serve ``op``; an error from the providers still reports its attempts and upstream time."""
+    try:
+        return _serve(op)
+    except ProxyAPIError as exc:
+        if exc.attempts:
+            record = observe.current()
+            record.attempts, record.upstream_seconds = exc.attempts, exc.upstream_seconds
+            exc.extra_headers.setdefault(ATTEMPTS_HEADER, str(exc.attempts))
+        raise
+
+
+def _serve(op: Operation) -> Response:
     config: Config = current_app.extensions["proxyapi.config"]
     deadline = request_deadline(config)
     body = read_json_object()
     validate(op, body)
     key: KeyConfig = g.key
-    g.model = model = body["model"]
-    targets = current_app.extensions[routing.EXTENSION].resolve(model)
+    record = observe.current()
+    record.model = model = body["model"]
+    router: routing.Router = current_app.extensions[routing.EXTENSION]
+    targets = router.resolve(model)
+    record.model_label = router.metric_label(model)
     auth.check_model(key, model, (t.model for t in targets))
     limits: ratelimit.Limits = current_app.extensions[ratelimit.EXTENSION]
     token_headers = limits.check_tokens(key)
@@ -82,6 +97,7 @@ def _proxy(op: Operation) -> Response:
         if cached is not None:
             replayed = _replay(cached, bool(options.get("include_usage")), plan.key)
             if replayed is not None:
+                record.stream = True
                 replayed.headers.update(token_headers)
                 return replayed
         # A token budget needs the stream's usage: ask for it, and keep the usage-only chunk
@@ -91,27 +107,39 @@ def _proxy(op: Operation) -> Response:
             body = {**body, "stream_options": {**options, "include_usage": True}}
         started = up.open_stream(targets, op, body, deadline)
         started.relay.strip_usage = count_tokens
-        g.provider = started.provider
-        g.cache = BYPASS if plan.key is None else MISS
+        record.provider = started.provider
+        record.cache = BYPASS if plan.key is None else MISS
+        record.attempts = started.attempts
+        record.upstream_seconds = started.upstream_seconds
+        record.stream = True
         response = Response(
             stream_with_context(started.relay.events()),
             mimetype="text/event-stream",
             headers={
                 **SSE_HEADERS,
                 **token_headers,
-                CACHE_HEADER: g.cache,
+                CACHE_HEADER: record.cache,
                 PROVIDER_HEADER: started.provider,
                 ATTEMPTS_HEADER: str(started.attempts),
             },
         )
         relay = started.relay
-        response.call_on_close(lambda: limits.charge_tokens(key, relay.usage))
+
+        def settle() -> None:
+            # Runs when the stream has ended, before the request's record is logged.
+            record.usage = relay.usage
+            limits.charge_tokens(key, relay.usage)
+
+        response.call_on_close(settle)
         return response
     served = responses.serve(plan, lambda: up.complete(targets, op, body, deadline), deadline)
     answer = served.answer
-    g.provider = answer.provider
-    g.cache = served.x_cache
+    record.provider = answer.provider
+    record.cache = served.x_cache
     if served.x_cache != HIT:  # a cached answer spends no tokens
+        record.attempts = answer.attempts
+        record.upstream_seconds = answer.upstream_seconds
+        record.usage = answer.usage
         limits.charge_tokens(key, answer.usage)
     return Response(
         answer.body,
@@ -132,8 +160,9 @@ def _replay(cached: Served, include_usage: bool, key: str | None) -> Response | 
     except ValueError as exc:  # a shape the replay does not know: stream from the provider
         log.info("cached answer not replayed: %s", exc)
         return None
-    g.provider = cached.answer.provider
-    g.cache = HIT
+    record = observe.current()
+    record.provider = cached.answer.provider
+    record.cache = HIT
     return Response(
         iter(events),
         mimetype="text/event-stream",

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import redis
 import requests
@@ -68,6 +68,7 @@ class Answer:
     body: bytes
     attempts: int
     usage: Usage | None = None
+    upstream_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,53 @@ class StreamStart:
     provider: str
     relay: Relay
     attempts: int
+    # Time in upstream calls until the first event (retries and fallbacks included).
+    upstream_seconds: float = 0.0
+
+
+class Observer(Protocol):
+    """What the fallback loop reports (the metrics implement it)."""
+
+    def upstream_outcome(self, provider: str, outcome: str, seconds: float, retries: int) -> None:
+        """One provider considered: ok, failure, fallback, client_error, breaker_open, skipped."""
+
+    def fell_back(self, provider: str) -> None:
+        """A request moved on from ``provider``."""
+
+    def first_event(self, provider: str, seconds: float) -> None:
+        """A stream's first event arrived ``seconds`` after the request was sent."""
+
+    def breaker(self, provider: str, state: str) -> None:
+        """A provider's circuit changed state."""
+
+    def rejected(self, scope: str) -> None:
+        """A request was refused with 429 by a gateway limit (``provider``: every cap)."""
+
+
+class _NoObserver:
+    def upstream_outcome(self, provider: str, outcome: str, seconds: float, retries: int) -> None:
+        pass
+
+    def fell_back(self, provider: str) -> None:
+        pass
+
+    def first_event(self, provider: str, seconds: float) -> None:
+        pass
+
+    def breaker(self, provider: str, state: str) -> None:
+        pass
+
+    def rejected(self, scope: str) -> None:
+        pass
+
+
+NO_OBSERVER = _NoObserver()
+_OUTCOME = {
+    Verdict.OK: "ok",
+    Verdict.FALLBACK: "declined",  # 404, 429: not its fault, the next provider is tried
+    Verdict.RELAY: "client_error",
+    Verdict.FAILURE: "failure",
+}
 
 
 @dataclass
@@ -90,13 +138,19 @@ class Upstream:
     """Sends OpenAI operations to providers and returns OpenAI-shaped answers."""
 
     def __init__(
-        self, config: Config, client: redis.Redis | None = None, fleet: Fleet | None = None
+        self,
+        config: Config,
+        client: redis.Redis | None = None,
+        fleet: Fleet | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
         self.providers = {p.name: p for p in config.providers}
         self.adapters: dict[str, Adapter] = {p.name: adapter_for(p) for p in config.providers}
         self.stats = {p.name: ProviderStats() for p in config.providers}
-        self.breakers = Breakers(config.providers, client)
+        self.breakers = Breakers(
+            config.providers, client, on_state=(observer or NO_OBSERVER).breaker
+        )
         self.fleet = fleet
         if fleet is not None:
             fleet.register("providers", self._local_figures)
@@ -105,6 +159,7 @@ class Upstream:
         # provider -> monotonic time until which it asked (429 + Retry-After) not to be called
         self._cooldowns: dict[str, float] = {}
         self.provider_gate: Callable[[str], float | None] | None = None
+        self.observer: Observer = observer or NO_OBSERVER
 
     # ----------------------------------------------------------------- connections
 
@@ -166,12 +221,14 @@ class Upstream:
         attempt: Callable[
             [Target, UpstreamRequest], tuple[Verdict, T | None, ProxyAPIError | None]
         ],
-    ) -> tuple[str, T, int]:
-        """Try ``targets`` in order; return (provider, result, attempts) of the first answer.
+    ) -> tuple[str, T, int, float]:
+        """Try ``targets`` in order; return the first answer's provider, result, the attempts
+        made and the seconds spent in upstream calls.
 
         ``prepare`` builds a target's call; an InvalidRequest from it (a provider that cannot
         honour the request) moves on to the next target without calling anybody.
         """
+        observe = self.observer
         with call_state(deadline) as state:
             last_error: ProxyAPIError | None = None
             open_waits: list[float] = []
@@ -189,6 +246,7 @@ class Upstream:
                         log.info("provider %s skipped: at the gateway's cap for it", name)
                 if left > 0:
                     cooling.append(left)
+                    observe.upstream_outcome(name, "skipped", 0.0, 0)
                     continue
                 try:
                     call = prepare(target)
@@ -206,22 +264,31 @@ class Upstream:
                     wait = self.breakers.seconds_until_half_open(name)
                     open_waits.append(wait if wait is not None else 0.0)
                     log.info("provider %s skipped: its circuit is open", name)
+                    observe.upstream_outcome(name, "breaker_open", 0.0, 0)
                     continue
                 except ProviderFailure as failure:
-                    stats.record(False, time.monotonic() - started, state.retries - retries_before)
+                    took, retried = time.monotonic() - started, state.retries - retries_before
+                    state.upstream_seconds += took
+                    stats.record(False, took, retried)
+                    observe.upstream_outcome(name, "failure", took, retried)
+                    observe.fell_back(name)
                     last_error = failure.error
                     failed.append(name)
                     continue
-                stats.record(True, time.monotonic() - started, state.retries - retries_before)
+                took, retried = time.monotonic() - started, state.retries - retries_before
+                state.upstream_seconds += took
+                stats.record(True, took, retried)
+                observe.upstream_outcome(name, _OUTCOME[verdict], took, retried)
                 if verdict is Verdict.OK:
                     assert result is not None
                     for earlier in failed:
                         self.stats[earlier].fell_back(stats)
-                    return name, result, state.attempts
+                    return name, result, state.attempts, state.upstream_seconds
                 assert error is not None
                 if verdict is Verdict.RELAY:
                     raise error
                 last_error = error  # FALLBACK: not this provider's fault; another may serve it
+                observe.fell_back(name)
                 failed.append(name)
                 self._cool_down(name, error)
             if deadline.expired():
@@ -232,6 +299,7 @@ class Upstream:
             if last_error is not None:
                 raise last_error
             if cooling:
+                observe.rejected("provider")
                 retry_after = max(1, math.ceil(min(cooling + open_waits)))
                 raise UpstreamRejected(
                     429,
@@ -292,8 +360,8 @@ class Upstream:
                 log.warning("provider %s: %s", provider.name, exc.description)
                 raise ProviderFailure(exc) from exc
 
-        name, (answer, usage), attempts = self._fallback(targets, deadline, prepare, attempt)
-        return Answer(name, answer, attempts, usage)
+        name, (answer, usage), attempts, spent = self._fallback(targets, deadline, prepare, attempt)
+        return Answer(name, answer, attempts, usage, spent)
 
     def open_stream(
         self,
@@ -352,9 +420,10 @@ class Upstream:
                     connection.sock.settimeout(provider.timeout.read)
             return Verdict.OK, relay, None
 
-        name, relay, attempts = self._fallback(targets, deadline, prepare, attempt)
+        name, relay, attempts, spent = self._fallback(targets, deadline, prepare, attempt)
         relay.on_finish = lambda error: self._stream_finished(name, error)
-        return StreamStart(name, relay, attempts)
+        self.observer.first_event(name, spent)
+        return StreamStart(name, relay, attempts, spent)
 
     def _chunks(
         self,
@@ -412,6 +481,11 @@ class Upstream:
         return adapter.parse_list_models(reply)
 
     # ----------------------------------------------------------------- reporting
+
+    def report_breakers(self) -> None:
+        """Tell the observer every breaker's current state (shared ones as Redis has it)."""
+        for name in self.providers:
+            self.observer.breaker(name, self.breakers.get(name).current_state)
 
     def _local_figures(self) -> dict[str, Any]:
         clients = self.clients()
@@ -474,13 +548,15 @@ def init_app(
     client: redis.Redis | None = None,
     fleet: Fleet | None = None,
     provider_gate: Callable[[str], float | None] | None = None,
-) -> None:
+    observer: Observer | None = None,
+) -> Upstream:
     """Keep the app's :class:`Upstream` in ``app.extensions``.
 
     ``provider_gate(name)`` is asked before each call to a provider: None lets it through, a
     number of seconds skips the provider (it is at the gateway's own cap for it).
     """
-    up = Upstream(config, client, fleet)
+    up = Upstream(config, client, fleet, observer)
     if any(p.rate_limit for p in config.providers):
         up.provider_gate = provider_gate
     app.extensions[EXTENSION] = up
+    return up

@@ -15,6 +15,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,16 @@ REDIS_RETRY = 5.0
 STATE_CACHE_SECONDS = 0.2
 
 CircuitBreakerError = pybreaker.CircuitBreakerError
+
+
+class _StateListener(pybreaker.CircuitBreakerListener):
+    """Reports state changes (also those another worker made, once this one notices them)."""
+
+    def __init__(self, report: Callable[[str, str], None]) -> None:
+        self.report = report
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        self.report(cb.name or "", new_state.name)
 
 
 class CachedRedisStorage(pybreaker.CircuitRedisStorage):
@@ -67,9 +78,13 @@ class Breakers:
     """The breakers of every provider, built on first use in each process."""
 
     def __init__(
-        self, providers: tuple[ProviderConfig, ...], client: redis.Redis | None = None
+        self,
+        providers: tuple[ProviderConfig, ...],
+        client: redis.Redis | None = None,
+        on_state: Callable[[str, str], None] | None = None,
     ) -> None:
         self.providers = {p.name: p for p in providers}
+        self._listeners = [_StateListener(on_state)] if on_state is not None else []
         self.shared = client is not None
         # decode_responses must stay False on this client for CircuitRedisStorage.
         self._redis = client
@@ -86,6 +101,7 @@ class Breakers:
             name=provider.name,
             # Keep the provider's own error: the fallback loop needs to know what failed.
             throw_new_error_on_trip=False,
+            listeners=self._listeners,
         )
 
     def get(self, name: str) -> pybreaker.CircuitBreaker:

@@ -40,6 +40,7 @@ from urllib3.util import Retry, Timeout
 from urllib3.util.util import reraise
 
 from proxyapi.config import RetryConfig
+from proxyapi.errors import ProxyAPIError
 
 if TYPE_CHECKING:
     from urllib3.connectionpool import ConnectionPool
@@ -104,11 +105,12 @@ def backoff(
 
 @dataclass
 class CallState:
-    """What one client request has spent so far: its deadline, attempts and retries."""
+    """What one client request has spent so far: its deadline, attempts, retries and time."""
 
     deadline: Deadline
     attempts: int = 0
     retries: int = 0
+    upstream_seconds: float = 0.0
 
 
 # urllib3 calls Retry.increment() with no way to pass per-request data through requests, so
@@ -118,11 +120,18 @@ _current: ContextVar[CallState | None] = ContextVar("proxyapi_call_state", defau
 
 @contextmanager
 def call_state(deadline: Deadline) -> Iterator[CallState]:
-    """Make a fresh :class:`CallState` current for the calls made inside."""
+    """Make a fresh :class:`CallState` current for the calls made inside.
+
+    A gateway error raised inside carries the attempts and upstream time spent, for the
+    request's log line.
+    """
     state = CallState(deadline)
     token = _current.set(state)
     try:
         yield state
+    except ProxyAPIError as exc:
+        exc.attempts, exc.upstream_seconds = state.attempts, state.upstream_seconds
+        raise
     finally:
         _current.reset(token)
 

@@ -39,6 +39,7 @@ class GatewayProcess:
         self.threads = threads
         self.secrets = secrets
         self.log_path = tmp_dir / f"gateway-{id(self)}.log"
+        self.config_path = tmp_dir / f"proxyapi-{id(self)}.yaml"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -58,9 +59,8 @@ class GatewayProcess:
             LOG_LEVEL="INFO",
         )
         if self.config is not None:
-            path = self.tmp_dir / f"proxyapi-{id(self)}.yaml"
-            path.write_text(yaml.safe_dump(self.config))
-            env["PROXYAPI_CONFIG"] = str(path)
+            self.config_path.write_text(yaml.safe_dump(self.config))
+            env["PROXYAPI_CONFIG"] = str(self.config_path)
         env.update(self.extra_env)
         return env
 
@@ -94,6 +94,11 @@ class GatewayProcess:
 
     def worker_pids(self) -> list[int]:
         return [int(p) for p in re.findall(r"Booting worker with pid: (\d+)", self.logs())]
+
+    def reload(self) -> None:
+        """Send SIGHUP to the master: new workers with the config re-read, old ones drained."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -76,3 +76,17 @@ def test_listed_models_dedupes_and_skips_globs() -> None:
         ("openai/gpt-4o", "openrouter"),
     ]
     assert [prov.name for prov in ROUTER.globbing_providers()] == ["openrouter", "local"]
+
+
+def test_metric_label_is_a_configured_name_never_raw_client_input() -> None:
+    router = Router(
+        (p("openai", ("gpt-4o", "gpt-4o-*")), p("local", ("*",), priority=9)),
+        {"fast": (("openai", "gpt-4o"),)},
+    )
+    assert router.metric_label("gpt-4o") == "gpt-4o"
+    assert router.metric_label("fast") == "fast"
+    assert router.metric_label("openai/gpt-4o") == "openai/gpt-4o"
+    assert router.metric_label("gpt-4o-2024-08-06") == "gpt-4o-*"
+    assert router.metric_label("openai/gpt-4o-x") == "openai/gpt-4o-*"
+    assert router.metric_label("anything-a-client-types") == "*"
+    assert Router((p("openai", ("gpt-4o",)),)).metric_label("nope") == "other"
