@@ -3,7 +3,7 @@
 ``X-Request-ID`` is echoed when the client sends a sane one and generated otherwise. The
 route fills in the record (:func:`current`) as it learns things; when the response is closed
 (for a stream, when it has ended) one line is logged with every field (``request_id``,
-``key``, ``route``, ``model``, ``provider``, ``status``, ``attempts``, ``cache``,
+``client``, ``key``, ``route``, ``model``, ``provider``, ``status``, ``attempts``, ``cache``,
 ``total_ms``, ``upstream_ms``, ``overhead_ms``, ``prompt_tokens``, ``completion_tokens``) and
 the request's metrics are recorded.
 """
@@ -37,6 +37,8 @@ class RequestRecord:
     request_id: str
     method: str
     path: str
+    # The client's address (the forwarded one with server.trusted_proxies).
+    client: str = "-"
     started: float = field(default_factory=time.perf_counter)
     route: str = "-"
     key: str = "-"
@@ -62,6 +64,7 @@ class RequestRecord:
             "request_id": self.request_id,
             "method": self.method,
             "path": self.path,
+            "client": self.client,
             "route": self.route,
             "key": self.key,
             "model": self.model,
@@ -87,7 +90,7 @@ def current() -> RequestRecord:
 def _start(metrics: Metrics) -> None:
     rid = request.headers.get(REQUEST_ID_HEADER, "")
     g.request_id = rid if _SAFE_ID.match(rid) else uuid.uuid4().hex
-    g.record = RequestRecord(g.request_id, request.method, request.path)
+    g.record = RequestRecord(g.request_id, request.method, request.path, request.remote_addr or "-")
     metrics.in_flight.inc()
 
 
@@ -110,11 +113,13 @@ def _close(metrics: Metrics, record: RequestRecord) -> None:
     now = time.perf_counter()
     fields = record.fields(now)
     access_log.info(
-        "%s %s %s %.1fms key=%s model=%s provider=%s attempts=%s cache=%s overhead=%.3fms",
+        "%s %s %s %.1fms client=%s key=%s model=%s provider=%s attempts=%s cache=%s "
+        "overhead=%.3fms",
         record.method,
         record.path,
         record.status,
         fields["total_ms"],
+        record.client,
         record.key,
         record.model,
         record.provider,

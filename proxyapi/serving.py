@@ -23,11 +23,15 @@ def master_config() -> Config | None:
     return _config
 
 
+class _Refused(ConfigError):
+    """A valid config this server cannot honour (per-process limits with several workers)."""
+
+
 def _check(workers: int) -> Config:
     config = load_config()
     problem = per_process_problem(config, workers)
     if problem:
-        raise ConfigError(problem)
+        raise _Refused(problem)
     return config
 
 
@@ -36,8 +40,11 @@ def on_starting(server: Any) -> None:
     global _config
     try:
         _config = _check(server.cfg.workers)
-    except ConfigError as exc:
+    except _Refused as exc:
         server.log.error("proxyapi: refusing to start: %s", exc)
+        raise SystemExit(1) from exc
+    except ConfigError as exc:
+        server.log.error("proxyapi: config error: %s", exc)
         raise SystemExit(1) from exc
     server.log.info("proxyapi: config loaded from %s", _config.source)
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxyapi import create_app
 from proxyapi.auth import hash_key
+from proxyapi.config import ConfigError
 from proxyapi.logs import JsonFormatter, RequestIdFilter
 from tests.fakes.redis_server import free_port
 
@@ -254,3 +255,19 @@ def test_cache_results_and_limit_rejections_are_counted() -> None:
     assert value(samples, lookups, category="responses", result="hit") == 2
     assert value(samples, "proxyapi_ratelimit_rejections_total", scope="key") == 1
     assert value(samples, "proxyapi_upstream_requests_total", provider="a", outcome="ok") == 1
+
+
+@pytest.mark.parametrize(("hops", "client"), [(0, "127.0.0.1"), (1, "203.0.113.7")])
+def test_forwarded_address_is_trusted_only_behind_configured_proxies(
+    hops: int, client: str, access_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    app = make(server={"trusted_proxies": hops})
+    forwarded = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    app.get("/v1/models", headers={**USER, **forwarded}, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    (line,) = access_lines()
+    assert line["client"] == client and line["status"] == 200
+
+
+def test_trusted_proxies_must_be_a_count() -> None:
+    with pytest.raises(ConfigError, match=r"server.trusted_proxies .* got -1"):
+        make(server={"trusted_proxies": -1})
