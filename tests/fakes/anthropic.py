@@ -13,18 +13,14 @@ What it answers (the scenario) depends on the request: a ``tool_use`` block when
 from __future__ import annotations
 
 import json
-import socket
-import struct
-import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.fakes.upstream import Fault, Recorded, StreamRecord, _Server, _Sink
+from tests.fakes.http_fake import FakeHandler, ScriptedFake
+from tests.fakes.upstream import Fault, Recorded, StreamRecord
 
 REPLY_TEXT = "Hello from the fake Anthropic."
 TOOL_PREAMBLE = "Let me check."
@@ -103,10 +99,11 @@ def _dumps(payload: Any) -> str:
     return json.dumps(payload, ensure_ascii=False)
 
 
-class FakeAnthropic:
-    """The server; start with :meth:`start`, stop with :meth:`stop`."""
+class FakeAnthropic(ScriptedFake[Fault, Recorded, StreamRecord]):
+    """The fake Anthropic Messages API."""
 
     def __init__(self, api_key: str | None = "sk-ant-fake", models: list[str] | None = None):
+        super().__init__(_Handler)
         self.api_key = api_key
         self.models = models or [
             "claude-sonnet-4-5",
@@ -114,24 +111,11 @@ class FakeAnthropic:
             "claude-3-5-haiku-20241022",
             "fake-claude",
         ]
-        self.requests: list[Recorded] = []
-        self.streams: list[StreamRecord] = []
-        self._faults: deque[Fault] = deque()
-        self._lock = threading.Lock()
-        self.stopping = threading.Event()
         self.default_chunks: int | None = None  # text_delta count; None: a few chars each
         self.default_chunk_delay = 0.0
-        self.mode: Fault | None = None  # applies to every request when no fault is queued
         self.reply_text: str | None = None  # overrides REPLY_TEXT
         self.tool_input: dict[str, Any] | None = None  # overrides TOOL_INPUT
         self.report_cache_tokens = False
-        self.server = _AnthropicServer(("127.0.0.1", 0), _Handler)
-        self.server.fake = self
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
 
     @property
     def base_url(self) -> str:
@@ -142,52 +126,14 @@ class FakeAnthropic:
     def messages_url(self) -> str:
         return f"{self.base_url}/v1/messages"
 
-    def start(self) -> FakeAnthropic:
-        # A short poll interval keeps stop() quick.
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
-
     def reset(self) -> None:
         """Forget recorded traffic, queued faults and scenario overrides."""
-        with self._lock:
-            self.requests.clear()
-            self.streams.clear()
-            self._faults.clear()
+        super().reset()
         self.default_chunks = None
         self.default_chunk_delay = 0.0
-        self.mode = None
         self.reply_text = None
         self.tool_input = None
         self.report_cache_tokens = False
-
-    def script(self, *faults: Fault) -> None:
-        """Queue faults for the next requests, one each, in order."""
-        with self._lock:
-            self._faults.extend(faults)
-
-    def next_fault(self) -> Fault | None:
-        with self._lock:
-            return self._faults.popleft() if self._faults else self.mode
-
-    def record(self, rec: Recorded) -> None:
-        with self._lock:
-            self.requests.append(rec)
-
-    def calls(self, path_suffix: str = "") -> list[Recorded]:
-        with self._lock:
-            return [r for r in self.requests if r.path.endswith(path_suffix)]
-
-
-class _AnthropicServer(_Server):
-    fake: FakeAnthropic  # type: ignore[assignment]
 
 
 @dataclass
@@ -201,35 +147,12 @@ class _Reply:
     output_tokens: int
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; without this, Nagle + delayed ACK add 40 ms.
-    disable_nagle_algorithm = True
-    server: _AnthropicServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep test output clean
-
+class _Handler(FakeHandler):
     # ---------------------------------------------------------------- plumbing
 
     @property
     def fake(self) -> FakeAnthropic:
         return self.server.fake
-
-    def _read_body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:
-            return raw
-
-    def _reset(self) -> None:
-        # SO_LINGER 0 makes close() send RST: the client sees "connection reset by peer".
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.connection.close()
-        self.close_connection = True
-        self.wfile = _Sink()  # type: ignore[assignment]
 
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         body = payload if isinstance(payload, bytes) else _dumps(payload).encode()
@@ -254,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------- routes
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib handler's name)
         self.fake.record(Recorded("GET", self.path, dict(self.headers), None))
         if not self._authorized():
             return
@@ -280,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, "Not found")
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802
         body = self._read_body()
         self.fake.record(Recorded("POST", self.path, dict(self.headers), body))
         if not self._authorized():
@@ -570,7 +493,3 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _write_event(self, name: str, data: dict[str, Any]) -> None:
         self._write_chunk(f"event: {name}\ndata: {_dumps(data)}\n\n".encode())
-
-    def _write_chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()

@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import struct
-import sys
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fakes.http_fake import FakeHandler, ScriptedFake
 
 REPLY_TEXT = "Hello from the fake upstream."
 # What the fake calls its first offered tool with (U+2028 included: a trap for line splitters).
@@ -94,8 +90,8 @@ class StreamRecord:
     disconnected: float | None = None  # when a write found the client gone
 
 
-class FakeUpstream:
-    """The server; start with :meth:`start`, stop with :meth:`stop`."""
+class FakeUpstream(ScriptedFake[Fault, Recorded, StreamRecord]):
+    """The fake OpenAI-compatible (or Azure OpenAI) provider."""
 
     def __init__(
         self,
@@ -106,25 +102,13 @@ class FakeUpstream:
     ):
         """``azure_api_version`` makes it an Azure OpenAI resource: per-deployment paths, an
         ``api-key`` header, and content-filter results (``deployments``: deployment -> model)."""
+        super().__init__(_Handler)
         self.api_key = api_key
         self.azure_api_version = azure_api_version
         self.deployments = deployments or {}
         self.models = models or ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "fake-model"]
-        self.requests: list[Recorded] = []
-        self.streams: list[StreamRecord] = []
-        self._faults: deque[Fault] = deque()
-        self._lock = threading.Lock()
-        self.stopping = threading.Event()
         self.default_chunks = 5
         self.default_chunk_delay = 0.0
-        self.mode: Fault | None = None  # applies to every request when no fault is queued
-        self.server = _Server(("127.0.0.1", 0), _Handler)
-        self.server.fake = self
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
 
     @property
     def base_url(self) -> str:
@@ -132,84 +116,19 @@ class FakeUpstream:
             return f"http://127.0.0.1:{self.port}"  # an Azure resource endpoint
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> FakeUpstream:
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
-
     def reset(self) -> None:
         """Forget recorded traffic and queued faults."""
-        with self._lock:
-            self.requests.clear()
-            self.streams.clear()
-            self._faults.clear()
+        super().reset()
         self.default_chunks = 5
         self.default_chunk_delay = 0.0
-        self.mode = None
-
-    def script(self, *faults: Fault) -> None:
-        """Queue faults for the next requests, one each, in order."""
-        with self._lock:
-            self._faults.extend(faults)
-
-    def next_fault(self) -> Fault | None:
-        with self._lock:
-            return self._faults.popleft() if self._faults else self.mode
-
-    def record(self, rec: Recorded) -> None:
-        with self._lock:
-            self.requests.append(rec)
-
-    def calls(self, path_suffix: str = "") -> list[Recorded]:
-        with self._lock:
-            return [r for r in self.requests if r.path.endswith(path_suffix)]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    fake: FakeUpstream
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet about clients that hung up; report anything else (a bug in the fake)."""
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; without this, Nagle + delayed ACK add 40 ms.
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep test output clean
-
+class _Handler(FakeHandler):
     # ---------------------------------------------------------------- plumbing
 
     @property
     def fake(self) -> FakeUpstream:
         return self.server.fake
-
-    def _read_body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:
-            return raw
-
-    def _reset(self) -> None:
-        # SO_LINGER 0 makes close() send RST: the client sees "connection reset by peer".
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.connection.close()
-        self.close_connection = True
-        self.wfile = _Sink()  # the stdlib flushes wfile after the handler: send nothing
 
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -237,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------- routes
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib handler's name)
         self.fake.record(Recorded("GET", self.path, dict(self.headers), None))
         if not self._authorized():
             return
@@ -253,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, f"Unknown path {self.path}", "invalid_request_error")
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802
         body = self._read_body()
         self.fake.record(Recorded("POST", self.path, dict(self.headers), body))
         if not self._authorized():
@@ -520,10 +439,6 @@ class _Handler(BaseHTTPRequestHandler):
             record.disconnected = time.monotonic()
             self.close_connection = True
 
-    def _write_chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
-
     def _embeddings(self, body: dict[str, Any]) -> None:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = []
@@ -541,18 +456,3 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },
         )
-
-
-class _Sink:
-    """A write-only file that drops everything (after a deliberate reset)."""
-
-    closed = False
-
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
