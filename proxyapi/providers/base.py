@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from proxyapi.errors import UpstreamMalformed
+
 if TYPE_CHECKING:
     from proxyapi.config import ProviderConfig
 
@@ -127,8 +129,17 @@ class Adapter(ABC):
         return None
 
     def parse_list_models(self, reply: UpstreamReply) -> list[str]:
-        """Return the model ids in a 2xx answer to :meth:`build_list_models`."""
-        return []
+        """Return the model ids in a 2xx answer to :meth:`build_list_models`.
+
+        OpenAI's shape, ``{"data": [{"id": ...}, ...]}``, which Anthropic's API shares.
+        """
+        data = load_json_object(reply.body)
+        items = data.get("data") if data else None
+        if not isinstance(items, list):
+            raise UpstreamMalformed(
+                f"Provider '{self.provider.name}' sent a model list without 'data'."
+            )
+        return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
 
 def load_json_object(body: bytes) -> dict[str, Any] | None:

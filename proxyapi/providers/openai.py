@@ -102,12 +102,3 @@ class OpenAIAdapter(Adapter):
         return UpstreamRequest(
             method="GET", url=f"{self.provider.base_url}/models", headers=self._headers(False)
         )
-
-    def parse_list_models(self, reply: UpstreamReply) -> list[str]:
-        data = load_json_object(reply.body)
-        items = data.get("data") if data else None
-        if not isinstance(items, list):
-            raise UpstreamMalformed(
-                f"Provider '{self.provider.name}' sent a model list without 'data'."
-            )
-        return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)]

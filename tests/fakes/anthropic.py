@@ -300,19 +300,7 @@ class _Handler(FakeHandler):
 
     def _apply_fault(self, fault: Fault) -> bool:
         """Act out the parts of a fault that replace the answer; True if answered."""
-        if fault.delay:
-            self.fake.stopping.wait(fault.delay)
-        if fault.reset:
-            self._reset()
-            return True
-        if fault.body is not None:
-            self.send_response(fault.status or 200)
-            self.send_header("Content-Type", fault.content_type or "application/json")
-            self.send_header("Content-Length", str(len(fault.body)))
-            for k, v in fault.headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(fault.body)
+        if self._act_out(fault):
             return True
         if fault.status is not None:
             message = ERROR_MESSAGES.get(fault.status, f"Injected HTTP {fault.status}")

@@ -112,6 +112,24 @@ class FakeHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.wfile = Sink()  # type: ignore[assignment]  # the stdlib flushes wfile afterwards
 
+    def _act_out(self, fault: Any) -> bool:
+        """Play a fault's delay, reset or raw body; True if that answered the request."""
+        if fault.delay:
+            self.server.fake.stopping.wait(fault.delay)
+        if fault.reset:
+            self._reset()
+            return True
+        if fault.body is not None:
+            self.send_response(fault.status or 200)
+            self.send_header("Content-Type", fault.content_type or "application/json")
+            self.send_header("Content-Length", str(len(fault.body)))
+            for k, v in fault.headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(fault.body)
+            return True
+        return False
+
     def _write_chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
