@@ -38,7 +38,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = cfg.server.max_body_bytes
     app.extensions["proxyapi.config"] = cfg
-    app.extensions["proxyapi.secrets"] = tuple(cfg.secrets())
+    app.extensions["proxyapi.secrets"] = errors.secret_forms(cfg.secrets())
     if cfg.server.trusted_proxies:
         # Behind N proxies, the client's address and scheme are in their X-Forwarded-* headers.
         n = cfg.server.trusted_proxies

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, current_app, g, request
 
-from proxyapi.errors import AuthenticationFailed, PermissionDenied
+from proxyapi import ratelimit
+from proxyapi.errors import AuthenticationFailed, PermissionDenied, ProxyAPIError
 
 if TYPE_CHECKING:
     from proxyapi.config import AuthConfig, KeyConfig
+    from proxyapi.ratelimit import Limits
 
 EXTENSION = "proxyapi.auth"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -86,6 +88,11 @@ def authenticate() -> None:
     ring: KeyRing = current_app.extensions[EXTENSION]
     if not ring:
         raise AuthenticationFailed(NO_KEYS_MESSAGE, error_code="no_keys_configured")
+    guard: Limits = current_app.extensions[ratelimit.EXTENSION]
+    address = request.remote_addr or "unknown"
+    wait = guard.auth_locked(address)
+    if wait is not None:
+        raise _locked_out(wait)
     token = presented_key(ring.header)
     if token is None:
         raise AuthenticationFailed(
@@ -94,9 +101,20 @@ def authenticate() -> None:
         )
     key = ring.lookup(token)
     if key is None:
+        wait = guard.auth_failed(address)
+        if wait is not None:
+            raise _locked_out(wait)
         raise AuthenticationFailed("Invalid API key.")
     g.key = key
     g.key_name = key.name
+
+
+def _locked_out(wait: int) -> ProxyAPIError:
+    return ratelimit.RateLimited(
+        f"Too many requests with an invalid API key from this address; retry in {wait}s.",
+        error_code="too_many_failed_authentications",
+        headers={"Retry-After": str(wait)},
+    )
 
 
 def may_use(key: KeyConfig, model: str, upstream_models: Iterable[str] = ()) -> bool:

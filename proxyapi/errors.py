@@ -28,6 +28,8 @@ from typing import Any
 from flask import Flask, Response, current_app, g
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
+from proxyapi.jsonio import encode_json
+
 # OpenAI's error ``type`` for each status the gateway can send.
 TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -55,6 +57,8 @@ class ProxyAPIError(HTTPException):
     type = "server_error"
     error_code: str | None = None
     description = "The gateway could not complete the request."
+    # Headers every error of the class carries.
+    default_headers: dict[str, str] = {}
     # Set on errors from the fallback loop: calls made and seconds spent upstream.
     attempts = 0
     upstream_seconds = 0.0
@@ -71,7 +75,7 @@ class ProxyAPIError(HTTPException):
         self.param = param
         if error_code is not None:
             self.error_code = error_code
-        self.extra_headers = headers or {}
+        self.extra_headers = {**self.default_headers, **(headers or {})}
 
     def payload(self) -> dict[str, Any]:
         """Return the OpenAI error object for this error."""
@@ -144,6 +148,9 @@ class UpstreamTimeout(ProxyAPIError):
 class DeadlineExceeded(UpstreamTimeout):
     error_code = "deadline_exceeded"
     description = "The request did not complete within its deadline."
+    # The request's own budget is spent: a retry by the client's SDK (the openai and anthropic
+    # SDKs retry a 504 unless told not to) would only spend it again.
+    default_headers = {"x-should-retry": "false"}
 
 
 class UpstreamRejected(ProxyAPIError):
@@ -172,11 +179,24 @@ def error_body(
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of a secret in ``text``."""
+    """Replace every occurrence of a secret in ``text`` (pass :func:`secret_forms` of them)."""
     for secret in secrets:
         if secret and secret in text:
             text = text.replace(secret, "[redacted]")
     return text
+
+
+def secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
+    """The secrets and the escaped forms they take in messages, longest first.
+
+    A secret quoted by an exception's ``repr`` (requests' ``InvalidHeader`` does) or inside JSON
+    appears with its special characters escaped, where a plain search would miss it.
+    """
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            forms.update((secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]))
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def render_error(exc: HTTPException) -> Response:
@@ -204,7 +224,7 @@ def render_error(exc: HTTPException) -> Response:
     secrets = current_app.extensions.get("proxyapi.secrets", ())
     body["error"]["message"] = redact(body["error"]["message"], secrets)
     return Response(
-        json.dumps(body, ensure_ascii=False),
+        encode_json(body),
         status=status,
         headers=headers,
         mimetype="application/json",

@@ -1,8 +1,13 @@
-"""Logging: every line of a request carries its id, no line a secret.
+"""Logging: every line of a request carries its id, no line a secret, no client a forged line.
 
 Lines are readable text, or with ``LOG_FORMAT=json`` one JSON object each (``ts``, ``level``,
 ``pid``, ``request_id``, ``logger``, ``message``, and the fields of the per-request line, see
 :mod:`proxyapi.observe`). Secrets are scrubbed from every formatted line, tracebacks included.
+
+A client decides much of what is logged (a path, a model name, an upstream's error text it
+provoked). In the text format, control characters in a record are written as escapes
+(``\r``, ``\n``, ``\x1b``), and the lines of a traceback are indented, so every line that starts
+at the left margin is a record the gateway wrote. :func:`clip` bounds a client field's length.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -17,7 +23,7 @@ from typing import Any
 
 from flask import Flask, g, has_request_context
 
-from proxyapi.errors import redact
+from proxyapi.errors import redact, secret_forms
 
 _HANDLER_FLAG = "_proxyapi_handler"
 # The gateway's own loggers, and the libraries' that report shared-state trouble: those can
@@ -26,6 +32,28 @@ LOGGERS = ("proxyapi", "urllib3")
 NOISY_LOGGERS = ("pybreaker", "flask-limiter", "limits")
 # One line per distinct message per this many seconds from the noisy loggers.
 REPEAT_WINDOW = 60.0
+# Most characters of one client-supplied field in a log line.
+MAX_FIELD_CHARS = 200
+
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, and lone surrogates.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group(0)
+    code = ord(char)
+    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_control(text: str) -> str:
+    """Write control characters as visible escapes, so ``text`` stays on one line."""
+    return _CONTROL.sub(_escape_one, text) if _CONTROL.search(text) else text
+
+
+def clip(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """Shorten ``text`` to ``limit`` characters, marking the cut with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 class RequestIdFilter(logging.Filter):
@@ -64,7 +92,18 @@ class RedactingFormatter(logging.Formatter):
 
     def __init__(self, fmt: str | None, secrets: Iterable[str]) -> None:
         super().__init__(fmt)
-        self.secrets = tuple(s for s in secrets if s)
+        self.secrets = secret_forms(secrets)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return escape_control(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802
+        # Indented, so a line a client planted in an exception's text cannot pass for a record.
+        text = super().formatException(ei)
+        return "\n".join("    " + escape_control(line) for line in text.split("\n"))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return "\n".join("    " + line for line in stack_info.split("\n"))
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record), self.secrets)
@@ -91,7 +130,10 @@ class JsonFormatter(RedactingFormatter):
             line.update(fields)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(line, ensure_ascii=False, default=str), self.secrets)
+        text = json.dumps(line, ensure_ascii=False, default=str)
+        # JSON escapes the other controls; these two end a line in some log viewers.
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        return redact(text, self.secrets)
 
 
 def configure_logging(secrets: Iterable[str], json_lines: bool = False) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+from proxyapi.logs import clip
 from proxyapi.metrics import Metrics
 from proxyapi.providers.base import Usage
 
@@ -62,12 +63,13 @@ class RequestRecord:
         begun = (self.response_started or now) - self.started
         return {
             "request_id": self.request_id,
-            "method": self.method,
-            "path": self.path,
-            "client": self.client,
+            # What the client decides is clipped; the text format escapes control characters.
+            "method": clip(self.method),
+            "path": clip(self.path),
+            "client": clip(self.client),
             "route": self.route,
             "key": self.key,
-            "model": self.model,
+            "model": clip(self.model),
             "provider": self.provider,
             "status": self.status,
             "attempts": self.attempts,
@@ -115,13 +117,13 @@ def _close(metrics: Metrics, record: RequestRecord) -> None:
     access_log.info(
         "%s %s %s %.1fms client=%s key=%s model=%s provider=%s attempts=%s cache=%s "
         "overhead=%.3fms",
-        record.method,
-        record.path,
+        fields["method"],
+        fields["path"],
         record.status,
         fields["total_ms"],
-        record.client,
+        fields["client"],
         record.key,
-        record.model,
+        fields["model"],
         record.provider,
         record.attempts,
         record.cache,

@@ -10,6 +10,9 @@ Scopes (each a list of limits such as ``["20/second", "600/minute"]``, all of wh
   answer after it is sent; a spent budget answers 429 before any upstream call.
 - per provider: ``providers[].rate_limit`` caps what the gateway sends a provider; the
   fallback loop skips a provider that is at its cap (:meth:`Limits.admit_provider`).
+- failed authentications: ``rate_limits.failed_auth`` per client address (on by default);
+  past it the address gets 429 for the rest of the window, whatever key it sends
+  (:meth:`Limits.auth_failed`, :meth:`Limits.auth_locked`).
 
 The counters live in ``rate_limits.storage_uri`` (Redis in distributed mode, so a limit is one
 limit across every worker and host). flask-limiter has no token bucket; two limits on one scope
@@ -31,7 +34,7 @@ from flask import Flask, Response, g, request
 from flask_limiter import ApplicationLimit, HeaderNames, Limiter
 from flask_limiter.errors import RateLimitExceeded
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import STRATEGIES, RateLimiter
 from limits.util import WindowStats
 from redis.backoff import NoBackoff
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
 EXTENSION = "proxyapi.ratelimit"
 KEY_PREFIX = "proxyapi"
 _SCRATCH_RETRY_AFTER = "X-ProxyAPI-Limiter-Retry-After"
+# Client addresses remembered as locked out by failed authentications, at most.
+MAX_LOCKED_ADDRESSES = 10_000
 log = logging.getLogger(__name__)
 
 # Headers that tell a client its token budget, named after OpenAI's own.
@@ -107,6 +112,9 @@ class Limits:
         self.token_items = {k.name: _items(k.token_limits) for k in config.auth.keys}
         self.provider_items = {p.name: _items(p.rate_limit) for p in config.providers}
         self.routes = {path: ";".join(v) for path, v in config.rate_limits.routes.items()}
+        self.failed_auth_items = _items(config.rate_limits.failed_auth)
+        # address -> monotonic time its lock-out ends (see auth_locked)
+        self._locked: dict[str, float] = {}
         options: dict[str, Any] = {}
         uri = config.limits_storage_uri
         self.shared_storage = not uri.startswith("memory://")
@@ -139,13 +147,16 @@ class Limits:
                     self._route_limits, key_function=_whole_gateway, scope=self._route_scope
                 )
             )
+        self._storage_uri = reporting_uri(uri, config.rate_limits.strategy)
+        self._storage_options = options
+        self._own: tuple[RateLimiter, Storage] | None = None
         self.limiter = Limiter(
             _key_name,
             application_limits=scopes,
             # Without any limit configured the extension stays out of the request path.
             enabled=config.rate_limits.any_configured(config.auth.keys, config.providers),
             strategy=config.rate_limits.strategy,
-            storage_uri=reporting_uri(uri, config.rate_limits.strategy),
+            storage_uri=self._storage_uri,
             storage_options=options,
             headers_enabled=True,
             # flask-limiter would put its own Retry-After on every response (and raise an
@@ -174,12 +185,23 @@ class Limits:
 
     # ------------------------------------------------------------------ budgets outside it
 
+    def _strategy(self) -> tuple[RateLimiter, Storage]:
+        """flask-limiter's strategy and storage; built here when the extension is off (no
+        request limits configured, but failed authentications are still counted)."""
+        if self.limiter.enabled:
+            return self.limiter.limiter, self.limiter.storage
+        if self._own is None:
+            storage: Storage = storage_from_string(self._storage_uri, **self._storage_options)  # type: ignore[assignment]
+            self._own = (STRATEGIES[self.config.strategy](storage), storage)
+        return self._own
+
     def _run(self, call: Callable[[RateLimiter], Any], otherwise: Any) -> Any:
         """Run ``call`` on the shared strategy, applying the storage-outage policy."""
+        strategy, storage = self._strategy()
         try:
-            return call(self.limiter.limiter)
+            return call(strategy)
         except Exception as exc:
-            if not self.shared_storage or not isinstance(exc, self.limiter.storage.base_exceptions):
+            if not self.shared_storage or not isinstance(exc, storage.base_exceptions):
                 raise
             if self.policy == "fail-closed":
                 raise LimitStorageUnavailable() from exc
@@ -236,6 +258,41 @@ class Limits:
             if not self._hit(item, "provider", name):
                 stats = self._stats(item, "provider", name)
                 return max(1.0, stats.reset_time - time.time()) if stats else 1.0
+        return None
+
+    def auth_locked(self, address: str) -> int | None:
+        """Seconds ``address`` is still locked out for failed authentications, or None.
+
+        Read from this worker's memory only, so a request with a valid key costs no round
+        trip; a worker learns of a lock-out at the address's next failure (see auth_failed).
+        """
+        until = self._locked.get(address)
+        if until is None:
+            return None
+        left = until - time.monotonic()
+        if left > 0:
+            return max(1, math.ceil(left))
+        self._locked.pop(address, None)
+        return None
+
+    def auth_failed(self, address: str) -> int | None:
+        """Count a failed authentication; past the limit, lock ``address`` out and return the
+        seconds until it may try again (None while under the limit)."""
+        for item in self.failed_auth_items:
+            if self._hit(item, "auth", address):
+                continue
+            stats = self._stats(item, "auth", address)
+            wait = stats.reset_time - time.time() if stats else float(item.get_expiry())
+            wait = max(1.0, wait)
+            if len(self._locked) >= MAX_LOCKED_ADDRESSES:
+                now = time.monotonic()
+                self._locked = {a: t for a, t in self._locked.items() if t > now}
+                while len(self._locked) >= MAX_LOCKED_ADDRESSES:
+                    self._locked.pop(next(iter(self._locked)))
+            self._locked[address] = time.monotonic() + wait
+            self.on_reject("auth")
+            log.warning("too many failed authentications from %s: refused for %.0fs", address, wait)
+            return math.ceil(wait)
         return None
 
     # ------------------------------------------------------------------ responses

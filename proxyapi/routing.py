@@ -76,6 +76,10 @@ class Router:
             return True
         return any(fnmatchcase(model, g) for g in self._globs[provider.name])
 
+    def names(self, provider: ProviderConfig, model: str) -> bool:
+        """Tell whether ``provider``'s ``models`` list names ``model`` exactly (not by a glob)."""
+        return model in self._exact[provider.name]
+
     def resolve(self, model: str) -> list[Target]:
         """Return the providers to try for ``model``; raise ModelNotFound if none serves it."""
         if model in self.aliases:

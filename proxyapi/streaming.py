@@ -23,10 +23,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-from proxyapi.errors import ProxyAPIError, UpstreamError, UpstreamTimeout
+from proxyapi.errors import ProxyAPIError, UpstreamError, UpstreamTimeout, redact
+from proxyapi.jsonio import encode_json
 from proxyapi.providers.base import Usage
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,14 @@ class ChunkSource(Protocol):
     def abort(self) -> None: ...
 
 
-def sse_error_event(exc: ProxyAPIError) -> bytes:
-    """Format an error as the SSE event OpenAI sends (and its SDK raises) mid-stream."""
-    return b"data: " + json.dumps(exc.payload(), ensure_ascii=False).encode("utf-8") + b"\n\n"
+def sse_error_event(exc: ProxyAPIError, secrets: Iterable[str] = ()) -> bytes:
+    """Format an error as the SSE event OpenAI sends (and its SDK raises) mid-stream.
+
+    The message may quote a provider (its error text): ``secrets`` are scrubbed from it.
+    """
+    payload = exc.payload()
+    payload["error"]["message"] = redact(payload["error"]["message"], secrets)
+    return b"data: " + encode_json(payload) + b"\n\n"
 
 
 def _event_end(buf: bytes | bytearray) -> int:
@@ -68,9 +74,11 @@ def _event_end(buf: bytes | bytearray) -> int:
 class Relay:
     """Reads one upstream stream on a helper thread and hands out whole events."""
 
-    def __init__(self, source: ChunkSource, heartbeat: float) -> None:
+    def __init__(self, source: ChunkSource, heartbeat: float, secrets: Iterable[str] = ()) -> None:
         self.source = source
         self.heartbeat = heartbeat
+        # Kept out of the error events sent mid-stream (they may quote the provider).
+        self.secrets = tuple(secrets)
         # Called once when the body ends: with the error that ended it, or None.
         self.on_finish: Callable[[ProxyAPIError | None], None] | None = None
         # The usage the stream reported, and whether to keep its usage-only chunk from the
@@ -143,7 +151,7 @@ class Relay:
             f"The stream from provider '{self.source.provider}' ended before it was complete.",
             error_code="upstream_stream_truncated",
         )
-        return sse_error_event(error), error
+        return sse_error_event(error, self.secrets), error
 
     def wait_first(self, timeout: float) -> None:
         """Wait for the first whole event; raise the upstream's error, or a timeout, instead.
@@ -217,7 +225,7 @@ class Relay:
                     return
                 if isinstance(item, ProxyAPIError):
                     error = item
-                    yield sse_error_event(item)
+                    yield sse_error_event(item, self.secrets)
                     return
                 assert isinstance(item, bytes)
                 out = self._observe(self._take(item))

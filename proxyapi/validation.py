@@ -7,13 +7,17 @@ provider to judge, so new OpenAI parameters work without a gateway release.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import request
 
 from proxyapi.errors import InvalidRequest
+from proxyapi.jsonio import JSONRejected, parse_body
 from proxyapi.providers.base import Operation
+
+# Longest model name accepted. Real ids are well under 100 characters (OpenRouter's
+# "provider/model:variant" included); the bound keeps log lines and error messages small.
+MAX_MODEL_LENGTH = 256
 
 # The main input of each operation and the JSON types it may have.
 _INPUT_FIELD: dict[Operation, tuple[str, tuple[type, ...], str]] = {
@@ -32,14 +36,9 @@ def read_json_object() -> dict[str, Any]:
             '{"model": "...", "messages": [{"role": "user", "content": "Hi"}]}.'
         )
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest("The request body is not valid UTF-8 JSON.") from exc
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
-            f"{exc.colno}."
-        ) from exc
+        body = parse_body(raw)
+    except JSONRejected as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from exc
     if not isinstance(body, dict):
         raise InvalidRequest(
             f"The request body must be a JSON object, got a JSON {_json_type(body)}."
@@ -56,6 +55,7 @@ def validate(op: Operation, body: dict[str, Any]) -> None:
         raise InvalidRequest(
             f"'model' must be a non-empty string, got {_json_type(model)}.", param="model"
         )
+    check_model_name(model)
     field, types, described = _INPUT_FIELD[op]
     value = body.get(field)
     if value is None:
@@ -86,6 +86,24 @@ def validate(op: Operation, body: dict[str, Any]) -> None:
             raise InvalidRequest(
                 "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
             )
+
+
+def check_model_name(model: str) -> None:
+    """Refuse a model name that is too long or holds characters no model id has.
+
+    Control characters, lone surrogates and other unprintable characters are refused here, so
+    a model name can go into a log line, a URL or an error message as it is.
+    """
+    if len(model) > MAX_MODEL_LENGTH:
+        raise InvalidRequest(
+            f"'model' must be at most {MAX_MODEL_LENGTH} characters, got {len(model)}.",
+            param="model",
+        )
+    if not model.isprintable():
+        raise InvalidRequest(
+            "'model' must not contain control characters or other unprintable characters.",
+            param="model",
+        )
 
 
 def _json_type(value: Any) -> str:

@@ -10,10 +10,10 @@ even one the gateway does not know, get different keys; the order of parameters 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from proxyapi.jsonio import encode_json
 from proxyapi.providers.base import Operation
 
 # Framing only: a streamed and a non-streamed request get the same answer.
@@ -34,8 +34,7 @@ def cache_key(
         "targets": [list(t) for t in targets],
         "tenant": tenant,
     }
-    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(encode_json(material, sort_keys=True)).hexdigest()
 
 
 def is_deterministic(op: Operation, body: Mapping[str, Any]) -> bool:

@@ -16,6 +16,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from proxyapi.jsonio import encode_json
+
 DONE_EVENT = b"data: [DONE]\n\n"
 _CHAT = "chat.completion"
 _TEXT = "text_completion"
@@ -53,14 +55,7 @@ def replay_events(body: bytes, *, include_usage: bool, chunk_chars: int = 64) ->
 
 def _event(chunk: dict[str, Any]) -> bytes:
     """Encode one chunk as a whole SSE event."""
-    text = json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (legal as a JSON escape, impossible in UTF-8): escaping keeps the
-        # string exactly as the cached answer had it.
-        data = json.dumps(chunk, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-    return b"data: " + data + b"\n\n"
+    return b"data: " + encode_json(chunk) + b"\n\n"
 
 
 def _pieces(text: str, size: int) -> Iterator[str]:

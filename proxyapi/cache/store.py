@@ -14,6 +14,7 @@ reads without touching the backend.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -89,6 +90,8 @@ class CacheStore:
         self._access: dict[str, list[int]] = {}
         self._lock = threading.Lock()
         self._logged_at = 0.0
+        # Entries written since the last sweep (the upkeep sweeps early after many).
+        self.writes_since_sweep = 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -174,6 +177,7 @@ class CacheStore:
         )
         if stored:
             self.counts[category]["sets"] += 1
+            self.writes_since_sweep += 1
             self._remember(full, entry, category)
         return bool(stored)
 
@@ -248,7 +252,9 @@ class CacheStore:
         }
 
     def cleanup_expired(self) -> int:
-        """Remove expired entries the backend keeps (files); return how many."""
+        """Remove expired entries the backend keeps (files), then the oldest files past
+        ``max_files``; return how many."""
+        self.writes_since_sweep = 0
         removed = 0
         if self.memory is not None:
             removed += self.memory.purge_expired()
@@ -259,8 +265,28 @@ class CacheStore:
             # processes, so it is off): this is the one it runs internally.
             self._safe("responses", "sweep", partial(files._remove_expired, time.time()), None)
             removed += max(0, before - self._file_count())
+            evicted = self._safe("responses", "sweep", self._cap_files, 0)
+            self.counts["all"]["evictions"] += evicted
+            removed += evicted
         self.counts["all"]["expirations"] += removed
         return removed
+
+    def _cap_files(self) -> int:
+        """Remove the oldest files until at most 90% of ``max_files`` are left."""
+        directory = getattr(self.backend, "_path", None)
+        limit = self.config.max_files
+        if not directory:
+            return 0
+        entries = [e for e in os.scandir(directory) if e.is_file()]
+        if len(entries) <= limit:
+            return 0
+        entries.sort(key=lambda e: e.stat().st_mtime)
+        doomed = entries[: len(entries) - int(limit * 0.9)]
+        for entry in doomed:
+            with contextlib.suppress(FileNotFoundError):  # another worker's sweep got it
+                os.remove(entry.path)
+        log.info("cache: %d oldest files removed (over cache.max_files=%d)", len(doomed), limit)
+        return len(doomed)
 
     # ------------------------------------------------------------------ smart TTL
 

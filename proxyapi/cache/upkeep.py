@@ -5,7 +5,8 @@
   ``warm_before`` of their TTL is left, so no client waits for them. Response entries are never
   reloaded in the background: that would spend the client's tokens. A short lock in the cache
   keeps several workers from reloading the same entry (exact on Redis, best effort on files).
-- Sweep: expired files are removed every ``sweep_interval`` seconds.
+- Sweep: expired files are removed every ``sweep_interval`` seconds, then the oldest past
+  ``max_files``; after a tenth of ``max_files`` new entries the sweep runs early.
 - Consistency: every ``consistency_interval`` seconds a sample of the memory tier is compared
   with the shared backend, and stale copies are dropped.
 """
@@ -28,6 +29,8 @@ TICK = 5.0
 # How long one worker may hold the right to reload an entry.
 WARM_LOCK_SECONDS = 30
 WARMED_CATEGORIES = ("models", "metadata")
+# Loaders remembered for warming, at most (the oldest is forgotten first).
+MAX_WARMED = 1000
 
 
 class Upkeep:
@@ -44,8 +47,13 @@ class Upkeep:
     def remember(self, category: str, key: str, loader: Callable[[], Any]) -> None:
         """Note how to reload ``key``, and that it was read once more."""
         if category in WARMED_CATEGORIES:
-            self.loaders[(category, key)] = loader
-            self.reads[(category, key)] += 1
+            entry = (category, key)
+            if entry not in self.loaders and len(self.loaders) >= MAX_WARMED:
+                oldest = next(iter(self.loaders))
+                del self.loaders[oldest]
+                self.reads.pop(oldest, None)
+            self.loaders[entry] = loader
+            self.reads[entry] += 1
 
     def start(self) -> None:
         """Start the upkeep thread of this process (once; safe to call often)."""
@@ -63,7 +71,8 @@ class Upkeep:
         """Warm, sweep and check what is due now."""
         self.warm()
         now = time.monotonic()
-        if now - self._last_sweep >= self.config.sweep_interval:
+        early = self.store.writes_since_sweep > self.config.max_files // 10
+        if early or now - self._last_sweep >= self.config.sweep_interval:
             self._last_sweep = now
             self.store.cleanup_expired()
         if now - self._last_check >= self.config.consistency_interval:

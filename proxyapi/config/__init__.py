@@ -28,6 +28,7 @@ from proxyapi.config.model import (
     DEFAULT_ANTHROPIC_MAX_TOKENS,
     DEFAULT_ANTHROPIC_VERSION,
     DEFAULT_AZURE_API_VERSION,
+    DEFAULT_CLIENT_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FIRST_TOKEN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -188,6 +189,7 @@ def _parse_server(data: Mapping[str, Any]) -> ServerConfig:
             "max_request_timeout",
             "first_token_timeout",
             "trusted_proxies",
+            "client_timeout",
         ),
     )
     server = ServerConfig(
@@ -205,6 +207,7 @@ def _parse_server(data: Mapping[str, Any]) -> ServerConfig:
             data, w, "first_token_timeout", c.positive_number, DEFAULT_FIRST_TOKEN_TIMEOUT
         ),
         trusted_proxies=c.get(data, w, "trusted_proxies", c.non_negative_int, 0),
+        client_timeout=c.get(data, w, "client_timeout", c.positive_number, DEFAULT_CLIENT_TIMEOUT),
     )
     if server.request_timeout > server.max_request_timeout:
         raise ConfigError(
@@ -247,6 +250,7 @@ def _parse_rate_limits(data: Mapping[str, Any]) -> RateLimitConfig:
             "routes",
             "on_storage_error",
             "allow_per_process",
+            "failed_auth",
         ),
     )
     d = RateLimitConfig()
@@ -266,7 +270,19 @@ def _parse_rate_limits(data: Mapping[str, Any]) -> RateLimitConfig:
             data, w, "on_storage_error", c.choice(STORAGE_ERROR_POLICIES), d.on_storage_error
         ),
         allow_per_process=c.get(data, w, "allow_per_process", c.boolean, False),
+        failed_auth=_failed_auth(data.get("failed_auth", "unset"), d.failed_auth),
     )
+
+
+def _failed_auth(value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
+    if value == "unset":
+        return default
+    if value in (None, False, "off", []):
+        return ()
+    try:
+        return c.limit_list(value)
+    except ValueError as exc:
+        raise ConfigError(f"rate_limits.failed_auth {exc} (or off), got {value!r}") from None
 
 
 _CACHE_KEYS = (
@@ -281,6 +297,7 @@ _CACHE_KEYS = (
     "memory",
     "warm_before",
     "sweep_interval",
+    "max_files",
     "consistency_interval",
     "consistency_sample",
     "single_flight_timeout",
@@ -329,6 +346,7 @@ def _parse_cache(data: Mapping[str, Any]) -> CacheConfig:
         max_entries=c.get(memory, "cache.memory", "max_entries", c.positive_int, d.max_entries),
         warm_before=c.get(data, w, "warm_before", c.fraction, d.warm_before),
         sweep_interval=c.get(data, w, "sweep_interval", c.positive_int, d.sweep_interval),
+        max_files=c.get(data, w, "max_files", c.positive_int, d.max_files),
         consistency_interval=c.get(
             data, w, "consistency_interval", c.positive_int, d.consistency_interval
         ),
@@ -377,10 +395,8 @@ def _parse_key(raw: Any, where: str, env: Mapping[str, str]) -> KeyConfig:
         digest = digest.strip().lower()
     else:
         var = c.get(raw, where, "key_env", c.env_name, None)
-        secret = env.get(var, "")
-        if not secret:
-            raise ConfigError(f"{where}.key_env names {var!r}, which is not set or empty")
-        digest = hash_key(secret)
+        # Clients' keys are read stripped too (auth.presented_key).
+        digest = hash_key(c.secret_from_env(env, var, f"{where}.key_env"))
     return KeyConfig(
         name=name,
         sha256=digest,
@@ -435,11 +451,7 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
     api_key_env = c.get(raw, where, "api_key_env", c.env_name, "")
     api_key: str | None = None
     if api_key_env:
-        api_key = env.get(api_key_env, "")
-        if not api_key:
-            raise ConfigError(
-                f"{where}.api_key_env names {api_key_env!r}, which is not set or empty"
-            )
+        api_key = c.secret_from_env(env, api_key_env, f"{where}.api_key_env")
     ptype = c.get(raw, where, "type", c.choice(PROVIDER_TYPES), "openai")
     for key, only_for in _TYPE_ONLY_KEYS.items():
         if key in raw and ptype != only_for:
@@ -457,9 +469,9 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
         retry=_parse_retry(c.section(raw, "retry", where), f"{where}.retry"),
         breaker=_parse_breaker(c.section(raw, "breaker", where), f"{where}.breaker"),
         rate_limit=c.get(raw, where, "rate_limit", c.limit_list, ()),
-        headers=c.get(raw, where, "headers", c.str_map, {}),
+        headers=c.header_map(raw.get("headers"), f"{where}.headers"),
         api_version=c.get(raw, where, "api_version", c.non_empty_str, DEFAULT_AZURE_API_VERSION),
-        deployments=c.get(raw, where, "deployments", c.str_map, {}),
+        deployments=c.get(raw, where, "deployments", c.deployment_map, {}),
         anthropic_version=c.get(
             raw, where, "anthropic_version", c.non_empty_str, DEFAULT_ANTHROPIC_VERSION
         ),

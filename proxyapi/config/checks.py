@@ -10,6 +10,9 @@ T = TypeVar("T")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What Azure accepts as a deployment name: letters, digits, '_', '-' and '.', up to 64. Not
+# starting with '.' rules out the dot segments '.' and '..', which would move the URL path.
+_DEPLOYMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _INTERPOLATION_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -97,6 +100,24 @@ def per_path(data: Mapping[str, Any], where: str, check: Callable[[Any], T]) -> 
     return values
 
 
+def secret_from_env(env: Mapping[str, str], var: str, where: str) -> str:
+    """Read a secret from ``env[var]``, without the whitespace a copy-paste leaves around it.
+
+    A secret with whitespace or control characters inside is refused, naming the variable and
+    never showing the value: it cannot be sent in an HTTP header, and the errors that would say
+    so quote it.
+    """
+    value = env.get(var, "").strip()
+    if not value:
+        raise ConfigError(f"{where} names {var!r}, which is not set or empty")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ConfigError(
+            f"{where} names {var!r}, whose value has whitespace or control characters inside "
+            "it (not only around it); check that variable (its value is not shown)"
+        )
+    return value
+
+
 def name(v: Any) -> str:
     if not isinstance(v, str) or not _NAME_RE.match(v):
         raise ValueError(
@@ -175,6 +196,47 @@ def str_map(v: Any) -> dict[str, str]:
     ):
         raise ValueError("must be a mapping of names to strings")
     return dict(v)
+
+
+def is_deployment_name(name: str) -> bool:
+    """Tell whether ``name`` can be an Azure deployment (one safe URL path segment)."""
+    return bool(_DEPLOYMENT_RE.match(name))
+
+
+def deployment_map(v: Any) -> dict[str, str]:
+    """Model names to Azure deployment names."""
+    deployments = str_map(v)
+    for model, deployment in deployments.items():
+        if not is_deployment_name(deployment):
+            raise ValueError(
+                f"maps {model!r} to {deployment!r}, which is not a deployment name (letters, "
+                "digits, '_', '-' and '.', at most 64, not starting with '.')"
+            )
+    return deployments
+
+
+def header_map(v: Any, where: str) -> dict[str, str]:
+    """HTTP header names to values, which are never shown (they may be credentials).
+
+    A value may not hold CR, LF or another control character (it would end the header).
+    """
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"{where} must be a mapping of header names to values")
+    headers = {}
+    for key, value in v.items():
+        if not isinstance(key, str) or not re.match(r"^[A-Za-z0-9-]+$", key):
+            raise ConfigError(f"{where} has {key!r}, which is not an HTTP header name")
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}.{key} must be a non-empty string (its value is not shown)")
+        if not value.strip().isprintable():
+            raise ConfigError(
+                f"{where}.{key} has a control character in its value (not shown), such as a "
+                "line break"
+            )
+        headers[key] = value.strip()
+    return headers
 
 
 def non_negative_number(v: Any) -> float:

@@ -27,6 +27,7 @@ DEFAULT_MAX_REQUEST_TIMEOUT = 600.0
 # A stream whose first event takes longer falls back to the next provider. Heroku-style routers
 # drop a request that sends no byte for 30 s, so this stays at 30.
 DEFAULT_FIRST_TOKEN_TIMEOUT = 30.0
+DEFAULT_CLIENT_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 # Generous: a large non-streaming completion can take a minute before its first byte.
 DEFAULT_READ_TIMEOUT = 60.0
@@ -53,6 +54,10 @@ class ServerConfig:
     first_token_timeout: float = DEFAULT_FIRST_TOKEN_TIMEOUT
     # Proxies in front of the gateway whose X-Forwarded-For/-Proto to trust (werkzeug ProxyFix).
     trusted_proxies: int = 0
+    # Seconds a request may take to arrive in full (head and body) before it is answered 408
+    # and its connection closed (proxyapi.worker). A real client sends a request in well
+    # under a second; 10 s leaves room for a large body on a slow link.
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,11 @@ class RateLimitConfig:
     on_storage_error: str = "per-process"
     # memory:// with several workers makes every limit N times larger; refused unless set.
     allow_per_process: bool = False
+    # Failed authentications (unknown keys) allowed per client address before that address is
+    # refused with 429 for the rest of the window; () turns it off. Keys are long random
+    # strings, so this is about load and weak keys more than guessing: generous, and it never
+    # counts a request whose key is valid.
+    failed_auth: tuple[str, ...] = ("20/minute",)
 
     def any_configured(
         self, keys: tuple[KeyConfig, ...], providers: tuple[ProviderConfig, ...]
@@ -203,6 +213,9 @@ class CacheConfig:
     # TTL is left; sweep expired files; compare memory entries with the shared backend.
     warm_before: float = 0.2
     sweep_interval: int = 300
+    # Most files the filesystem backend keeps: past it the sweep removes the oldest, so
+    # requests for ever-new answers cannot fill the disk between expiries.
+    max_files: int = 20_000
     consistency_interval: int = 60
     consistency_sample: int = 20
     # How long identical concurrent requests wait for the first one's answer.

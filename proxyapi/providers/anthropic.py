@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from proxyapi.errors import InvalidRequest, UpstreamMalformed, UpstreamStreamFailed
+from proxyapi.jsonio import compact_json, encode_json
 from proxyapi.providers.base import (
     USER_AGENT,
     Adapter,
@@ -231,7 +232,7 @@ class AnthropicAdapter(Adapter):
             method="POST",
             url=f"{self.provider.base_url}/v1/messages",
             headers=self._headers(stream),
-            body=_encode(payload),
+            body=encode_json(payload),
             stream=stream,
         )
 
@@ -518,7 +519,7 @@ class AnthropicAdapter(Adapter):
                         "type": "function",
                         "function": {
                             "name": str(block.get("name") or ""),
-                            "arguments": _compact(tool_input if tool_input is not None else {}),
+                            "arguments": compact_json(tool_input if tool_input is not None else {}),
                         },
                     }
                 )
@@ -547,7 +548,7 @@ class AnthropicAdapter(Adapter):
         if isinstance(data.get("usage"), dict):
             answer["usage"] = openai_usage(data["usage"])
             usage = Usage.from_openai(answer["usage"])
-        return _encode(answer), usage
+        return encode_json(answer), usage
 
     def parse_error(self, reply: UpstreamReply) -> ErrorInfo:
         data = load_json_object(reply.body)
@@ -811,7 +812,7 @@ class AnthropicStreamTranslator(StreamTranslator):
 
     @staticmethod
     def _sse(payload: dict[str, Any]) -> bytes:
-        return b"data: " + _encode(payload) + b"\n\n"
+        return b"data: " + encode_json(payload) + b"\n\n"
 
 
 def openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
@@ -852,16 +853,3 @@ def _chat_id(message_id: Any) -> str:
 
 def _finish_reason(stop_reason: Any) -> str:
     return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _encode(payload: Any) -> bytes:
-    """Encode as compact UTF-8 JSON, with the characters themselves rather than escapes."""
-    try:
-        return _compact(payload).encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (legal as a JSON escape, impossible in UTF-8): escaping keeps it.
-        return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode("ascii")

@@ -8,11 +8,13 @@ through unchanged (``prompt_filter_results`` and ``content_filter_results`` incl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from proxyapi.config.checks import is_deployment_name
+from proxyapi.errors import InvalidRequest
+from proxyapi.jsonio import encode_json
 from proxyapi.providers.base import Operation, UpstreamRequest
 from proxyapi.providers.openai import OpenAIAdapter
 
@@ -27,6 +29,12 @@ class AzureAdapter(OpenAIAdapter):
         self, op: Operation, body: Mapping[str, Any], model: str, stream: bool
     ) -> UpstreamRequest:
         deployment = self.provider.deployments.get(model, model)
+        if not is_deployment_name(deployment):
+            raise InvalidRequest(
+                f"'{model}' cannot be an Azure deployment name (letters, digits, '_', '-' and "
+                "'.', at most 64, not starting with '.').",
+                param="model",
+            )
         # The deployment decides the model; the field is kept as the client sent it, resolved.
         payload = {**body, "model": model}
         return UpstreamRequest(
@@ -36,7 +44,7 @@ class AzureAdapter(OpenAIAdapter):
                 f"{op.value}?api-version={quote(self.provider.api_version, safe='')}"
             ),
             headers=self._headers(stream),
-            body=json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+            body=encode_json(payload),
             stream=stream,
         )
 

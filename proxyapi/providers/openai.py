@@ -7,11 +7,11 @@ caught as a provider failure.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from proxyapi.errors import UpstreamMalformed
+from proxyapi.jsonio import encode_json
 from proxyapi.providers.base import (
     USER_AGENT,
     Adapter,
@@ -58,12 +58,11 @@ class OpenAIAdapter(Adapter):
     ) -> UpstreamRequest:
         if body.get("model") != model:
             body = {**body, "model": model}
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return UpstreamRequest(
             method="POST",
             url=f"{self.provider.base_url}/{op.value}",
             headers=self._headers(stream),
-            body=payload,
+            body=encode_json(body),
             stream=stream,
         )
 

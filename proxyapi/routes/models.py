@@ -2,6 +2,7 @@
 
 The aggregated list, and each glob provider's own model list, live in the cache's ``models``
 category: warmed before they expire, so no client waits for a provider's ``/models``.
+``GET /v1/models/<id>`` answers from those lists and the config, caching nothing per id.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from flask import Blueprint, Response, current_app, g, jsonify
 
 from proxyapi import auth, cache, routing, upstream
 from proxyapi.config import KeyConfig, ProviderConfig
+from proxyapi.errors import ModelNotFound
+from proxyapi.validation import check_model_name
 
 bp = Blueprint("models", __name__, url_prefix="/v1")
 
@@ -24,16 +27,22 @@ def _model(model_id: str, owner: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
 
 
+def _provider_models(provider: ProviderConfig) -> list[str] | None:
+    """The model ids a glob provider lists (cached), or None if it has no list to give."""
+    c: cache.Cache = current_app.extensions[cache.EXTENSION]
+    router: routing.Router = current_app.extensions[routing.EXTENSION]
+    up: upstream.Upstream = current_app.extensions[upstream.EXTENSION]
+    if not up.can_list_models(provider):
+        return None
+    key = f"provider:{provider.name}:{router.fingerprint}"
+    ids: list[str] = c.cached(CATEGORY, key, lambda: up.list_models(provider), fallback=[])
+    return ids
+
+
 def _all_models() -> list[dict[str, Any]]:
     """Every model the gateway routes, unfiltered (cached; see the module docstring)."""
     c: cache.Cache = current_app.extensions[cache.EXTENSION]
     router: routing.Router = current_app.extensions[routing.EXTENSION]
-    up: upstream.Upstream = current_app.extensions[upstream.EXTENSION]
-
-    def provider_models(provider: ProviderConfig) -> list[str]:
-        key = f"provider:{provider.name}:{router.fingerprint}"
-        ids: list[str] = c.cached(CATEGORY, key, lambda: up.list_models(provider), fallback=[])
-        return ids
 
     def aggregate() -> list[dict[str, Any]]:
         listed = router.listed_models()
@@ -41,7 +50,7 @@ def _all_models() -> list[dict[str, Any]]:
         data += [_model(m, p.name) for m, p in listed if m not in router.aliases]
         seen = {m for m, _ in listed} | set(router.aliases)
         for provider in router.globbing_providers():
-            for model_id in provider_models(provider):
+            for model_id in _provider_models(provider) or []:
                 if model_id not in seen and router.glob_allows(provider, model_id):
                     seen.add(model_id)
                     data.append(_model(model_id, provider.name))
@@ -70,17 +79,26 @@ def _allowed(router: routing.Router, key: KeyConfig, model: str) -> bool:
 
 @bp.get("/models/<path:model>")
 def retrieve_model(model: str) -> Response:
-    """Describe one model, or answer 404 model_not_found (403 if the key may not use it)."""
+    """Describe one model, or answer 404 model_not_found (403 if the key may not use it).
+
+    A glob admits any name, so a name served only by globs is described only when one of
+    those providers lists it (or cannot list its models): nothing is kept per name asked.
+    """
+    check_model_name(model)
     router: routing.Router = current_app.extensions[routing.EXTENSION]
     targets = router.resolve(model)
     auth.check_model(g.key, model, (t.model for t in targets))
-    c: cache.Cache = current_app.extensions[cache.EXTENSION]
-
-    def describe() -> dict[str, Any]:
-        owner = ALIAS_OWNER if model in router.aliases else targets[0].provider.name
-        return _model(model, owner)
-
-    described: dict[str, Any] = c.cached(
-        "metadata", f"model:{router.fingerprint}:{model}", describe
+    if model in router.aliases:
+        return jsonify(_model(model, ALIAS_OWNER))
+    for target in targets:
+        if router.names(target.provider, target.model):
+            return jsonify(_model(model, target.provider.name))
+    for target in targets:  # served by globs only
+        ids = _provider_models(target.provider)
+        if ids is None or target.model in ids:
+            return jsonify(_model(model, target.provider.name))
+    raise ModelNotFound(
+        f"The model '{model}' does not exist or is not served by this gateway; "
+        "GET /v1/models lists the models you can use.",
+        param="model",
     )
-    return jsonify(described)

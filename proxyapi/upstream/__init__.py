@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import redis
@@ -31,6 +31,7 @@ from proxyapi.errors import (
     ServiceUnavailable,
     UpstreamMalformed,
     UpstreamRejected,
+    secret_forms,
 )
 from proxyapi.providers import adapter_for
 from proxyapi.providers.base import Adapter, Operation, UpstreamReply, UpstreamRequest, Usage
@@ -38,7 +39,12 @@ from proxyapi.streaming import Relay
 from proxyapi.upstream.breakers import Breakers, CircuitBreakerError
 from proxyapi.upstream.clients import ProcessClients
 from proxyapi.upstream.outcomes import ProviderFailure, Verdict, judge, translated
-from proxyapi.upstream.retry import DeadlineTimeout, call_state, retry_after_seconds
+from proxyapi.upstream.retry import (
+    CallState,
+    DeadlineTimeout,
+    call_state,
+    retry_after_seconds,
+)
 from proxyapi.upstream.stats import ProviderStats, summarize
 
 if TYPE_CHECKING:
@@ -128,6 +134,18 @@ _OUTCOME = {
 
 
 @dataclass
+class _Tally:
+    """What the fallback loop learnt from the targets that did not answer."""
+
+    failure: ProxyAPIError | None = None  # the last provider failure or decline
+    refusal: InvalidRequest | None = None  # the first provider unable to honour the request
+    open_waits: list[float] = field(default_factory=list)  # seconds until half-open
+    cooling: list[float] = field(default_factory=list)  # seconds until a skipped one is free
+    failed: list[str] = field(default_factory=list)
+    tried: list[str] = field(default_factory=list)
+
+
+@dataclass
 class _UpstreamStream:
     provider: str
     chunks: Iterator[bytes]
@@ -146,6 +164,7 @@ class Upstream:
     ) -> None:
         self.config = config
         self.providers = {p.name: p for p in config.providers}
+        self.secrets = secret_forms(config.secrets())
         self.adapters: dict[str, Adapter] = {p.name: adapter_for(p) for p in config.providers}
         self.stats = {p.name: ProviderStats() for p in config.providers}
         self.breakers = Breakers(
@@ -228,93 +247,127 @@ class Upstream:
         ``prepare`` builds a target's call; an InvalidRequest from it (a provider that cannot
         honour the request) moves on to the next target without calling anybody.
         """
-        observe = self.observer
         with call_state(deadline) as state:
-            last_error: ProxyAPIError | None = None
-            open_waits: list[float] = []
-            cooling: list[float] = []
-            failed: list[str] = []
-            tried: list[str] = []
+            tally = _Tally()
             for target in targets:
-                name = target.provider.name
                 if deadline.expired():
                     break
-                left = self._cooldowns.get(name, 0.0) - time.monotonic()
-                if left <= 0 and self.provider_gate is not None:
-                    left = self.provider_gate(name) or 0.0
-                    if left > 0:
-                        log.info("provider %s skipped: at the gateway's cap for it", name)
-                if left > 0:
-                    cooling.append(left)
-                    observe.upstream_outcome(name, "skipped", 0.0, 0)
+                name = target.provider.name
+                wait = self._skip_for(name)
+                if wait is not None:
+                    tally.cooling.append(wait)
+                    self.observer.upstream_outcome(name, "skipped", 0.0, 0)
                     continue
                 try:
                     call = prepare(target)
                 except InvalidRequest as exc:
-                    last_error = exc
+                    tally.refusal = tally.refusal or exc
                     continue
-                stats = self.stats[name]
-                started, retries_before = time.monotonic(), state.retries
-                try:
-                    with self.breakers.get(name).calling():
-                        state.attempts += 1
-                        tried.append(name)
-                        verdict, result, error = attempt(target, call)
-                except CircuitBreakerError:
-                    wait = self.breakers.seconds_until_half_open(name)
-                    open_waits.append(wait if wait is not None else 0.0)
-                    log.info("provider %s skipped: its circuit is open", name)
-                    observe.upstream_outcome(name, "breaker_open", 0.0, 0)
-                    continue
-                except ProviderFailure as failure:
-                    took, retried = time.monotonic() - started, state.retries - retries_before
-                    state.upstream_seconds += took
-                    stats.record(False, took, retried)
-                    observe.upstream_outcome(name, "failure", took, retried)
-                    observe.fell_back(name)
-                    last_error = failure.error
-                    failed.append(name)
-                    continue
-                took, retried = time.monotonic() - started, state.retries - retries_before
-                state.upstream_seconds += took
-                stats.record(True, took, retried)
-                observe.upstream_outcome(name, _OUTCOME[verdict], took, retried)
-                if verdict is Verdict.OK:
-                    assert result is not None
-                    for earlier in failed:
-                        self.stats[earlier].fell_back(stats)
-                    return name, result, state.attempts, state.upstream_seconds
-                assert error is not None
-                if verdict is Verdict.RELAY:
-                    raise error
-                last_error = error  # FALLBACK: not this provider's fault; another may serve it
-                observe.fell_back(name)
-                failed.append(name)
-                self._cool_down(name, error)
-            if deadline.expired():
-                raise DeadlineExceeded(
-                    f"No provider answered within the request's deadline of "
-                    f"{deadline.timeout:g}s (tried: {', '.join(tried) or 'none'})."
-                )
-            if last_error is not None:
-                raise last_error
-            if cooling:
-                observe.rejected("provider")
-                retry_after = max(1, math.ceil(min(cooling + open_waits)))
-                raise UpstreamRejected(
-                    429,
-                    "Every provider for this model is rate limited (by the provider, or by the "
-                    f"gateway's cap on it); retry in {retry_after}s.",
-                    type="rate_limit_error",
-                    error_code="upstream_rate_limited",
-                    headers={"Retry-After": str(retry_after)},
-                )
-            retry_after = max(1, math.ceil(min(open_waits))) if open_waits else 1
-            raise ServiceUnavailable(
+                outcome = self._try(target, call, attempt, state, tally)
+                if outcome is not None:
+                    for earlier in tally.failed:
+                        self.stats[earlier].fell_back(self.stats[name])
+                    return name, outcome, state.attempts, state.upstream_seconds
+            raise self._final_error(tally, deadline)
+
+    def _skip_for(self, name: str) -> float | None:
+        """Seconds a provider is to be left alone (its 429, or the gateway's cap), or None."""
+        left = self._cooldowns.get(name, 0.0) - time.monotonic()
+        if left <= 0 and self.provider_gate is not None:
+            left = self.provider_gate(name) or 0.0
+            if left > 0:
+                log.info("provider %s skipped: at the gateway's cap for it", name)
+        return left if left > 0 else None
+
+    def _try(
+        self,
+        target: Target,
+        call: UpstreamRequest,
+        attempt: Callable[
+            [Target, UpstreamRequest], tuple[Verdict, T | None, ProxyAPIError | None]
+        ],
+        state: CallState,
+        tally: _Tally,
+    ) -> T | None:
+        """Call one target behind its breaker; return its answer, or None after noting why not.
+
+        A client error (:attr:`Verdict.RELAY`) is raised: nobody else is tried.
+        """
+        name = target.provider.name
+        stats, observe = self.stats[name], self.observer
+        started, retries_before = time.monotonic(), state.retries
+        try:
+            with self.breakers.get(name).calling():
+                state.attempts += 1
+                tally.tried.append(name)
+                verdict, result, error = attempt(target, call)
+        except CircuitBreakerError:
+            wait = self.breakers.seconds_until_half_open(name)
+            tally.open_waits.append(wait if wait is not None else 0.0)
+            log.info("provider %s skipped: its circuit is open", name)
+            observe.upstream_outcome(name, "breaker_open", 0.0, 0)
+            return None
+        except ProviderFailure as failure:
+            took, retried = time.monotonic() - started, state.retries - retries_before
+            state.upstream_seconds += took
+            stats.record(False, took, retried)
+            observe.upstream_outcome(name, "failure", took, retried)
+            observe.fell_back(name)
+            tally.failure = failure.error
+            tally.failed.append(name)
+            return None
+        took, retried = time.monotonic() - started, state.retries - retries_before
+        state.upstream_seconds += took
+        stats.record(True, took, retried)
+        observe.upstream_outcome(name, _OUTCOME[verdict], took, retried)
+        if verdict is Verdict.OK:
+            assert result is not None
+            return result
+        assert error is not None
+        if verdict is Verdict.RELAY:
+            raise error
+        # FALLBACK: not this provider's fault (429, model unknown there); another may serve it.
+        tally.failure = error
+        observe.fell_back(name)
+        tally.failed.append(name)
+        self._cool_down(name, error)
+        return None
+
+    def _final_error(self, tally: _Tally, deadline: Deadline) -> ProxyAPIError:
+        """The error for a request nobody answered, most telling first.
+
+        A provider that failed or declined beats a provider that could not honour a parameter:
+        the client's request was fine for the first one, so a 400 would blame it wrongly (and
+        SDKs do not retry a 400). The refusal is the answer only when nothing else happened.
+        """
+        if deadline.expired():
+            return DeadlineExceeded(
+                f"No provider answered within the request's deadline of "
+                f"{deadline.timeout:g}s (tried: {', '.join(tally.tried) or 'none'})."
+            )
+        if tally.failure is not None:
+            return tally.failure
+        if tally.cooling:
+            self.observer.rejected("provider")
+            retry_after = max(1, math.ceil(min(tally.cooling + tally.open_waits)))
+            return UpstreamRejected(
+                429,
+                "Every provider for this model is rate limited (by the provider, or by the "
+                f"gateway's cap on it); retry in {retry_after}s.",
+                type="rate_limit_error",
+                error_code="upstream_rate_limited",
+                headers={"Retry-After": str(retry_after)},
+            )
+        if tally.open_waits:
+            retry_after = max(1, math.ceil(min(tally.open_waits)))
+            return ServiceUnavailable(
                 "Every provider for this model is failing and has been taken out of rotation "
                 f"(circuit open); retry in {retry_after}s.",
                 headers={"Retry-After": str(retry_after)},
             )
+        if tally.refusal is not None:
+            return tally.refusal
+        return ServiceUnavailable("No provider can take the request right now.")
 
     def _cool_down(self, name: str, error: ProxyAPIError) -> None:
         """Skip a provider that answered 429 for as long as its Retry-After asks."""
@@ -407,7 +460,9 @@ class Upstream:
                 log.warning("provider %s: %s", provider.name, error.description)
                 raise ProviderFailure(error)
             relay = Relay(
-                self._chunks(provider, adapter, op, body, resp), server.heartbeat_interval
+                self._chunks(provider, adapter, op, body, resp),
+                server.heartbeat_interval,
+                self.secrets,
             )
             try:
                 relay.wait_first(min(server.first_token_timeout, max(deadline.remaining(), 0)))
@@ -465,6 +520,10 @@ class Upstream:
         self.stats[name].record_failure_after_start()
         with suppress(CircuitBreakerError, ProviderFailure), self.breakers.get(name).calling():
             raise ProviderFailure(error)
+
+    def can_list_models(self, provider: ProviderConfig) -> bool:
+        """Tell whether a provider has a call that lists its models."""
+        return self.adapters[provider.name].build_list_models() is not None
 
     def list_models(self, provider: ProviderConfig) -> list[str]:
         """Ask a provider which models it has (no breaker: this is not client traffic)."""

@@ -345,3 +345,31 @@ def test_warming_reloads_models_before_they_expire_and_only_hot_metadata() -> No
     assert loads == ["models"]  # the cold metadata entry and responses are left alone
     assert s.get("models", "all").value == "fresh"  # type: ignore[union-attr]
     assert s.stats()["categories"]["models"]["warmups"] == 1
+
+
+def test_the_file_cache_is_capped_by_count_oldest_first(tmp_path: Path) -> None:
+    import os
+
+    s = CacheStore(
+        FileSystemCache(str(tmp_path), threshold=0), CacheConfig(max_files=50), "filesystem"
+    )
+    for i in range(80):
+        s.set("responses", f"k{i}", {"n": i})
+        # Date the file just written (the only one with today's mtime) i seconds after 2001.
+        for entry in os.scandir(tmp_path):
+            if entry.stat().st_mtime > 1_500_000_000:
+                os.utime(entry.path, (1_000_000_000 + i, 1_000_000_000 + i))
+    assert s.writes_since_sweep == 80
+    assert s.cleanup_expired() == 80 - 45
+    assert len(os.listdir(tmp_path)) == 45 and s.writes_since_sweep == 0
+    assert s.get("responses", "k0") is None and s.get("responses", "k79") is not None
+
+
+def test_upkeep_remembers_a_bounded_number_of_loaders() -> None:
+    from proxyapi.cache.upkeep import MAX_WARMED, Upkeep
+
+    upkeep = Upkeep(store())
+    for i in range(MAX_WARMED + 10):
+        upkeep.remember("models", f"k{i}", lambda: [])
+    assert len(upkeep.loaders) == MAX_WARMED and len(upkeep.reads) == MAX_WARMED
+    assert ("models", "k0") not in upkeep.loaders

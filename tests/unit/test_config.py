@@ -207,6 +207,13 @@ def test_interpolation_with_defaults_and_escape() -> None:
             "redis.url (or REDIS_URL) must be a URL starting with redis:// or rediss:// or unix://, got http://...",
         ),
         ({}, {"REDIS_URL": "localhost:6379"}, "got (no scheme)"),
+        (
+            {"providers": [provider(type="azure", deployments={"m1": ".."})]},
+            {},
+            "providers[0] (up).deployments maps 'm1' to '..', which is not a deployment name",
+        ),
+        ({"server": {"client_timeout": 0}}, {}, "server.client_timeout must be a number above 0"),
+        ({"rate_limits": {"failed_auth": "lots"}}, {}, "rate_limits.failed_auth has 'lots'"),
     ],
 )
 def test_validation_names_key_and_value(data: Any, environ: dict[str, str], expected: str) -> None:
@@ -302,3 +309,40 @@ def test_resilience_settings_and_aliases_parse() -> None:
     assert cfg.aliases == {"fast": (("b", "gpt-4o-mini"), ("up", "m1"))}
     assert cfg.redis.url == "redis://:s3cret@127.0.0.1:6379/0" and cfg.redis.timeout == 0.2
     assert "s3cret" in cfg.secrets() and "s3cret" not in repr(cfg)
+
+
+def test_secrets_lose_the_whitespace_a_copy_paste_leaves_around_them() -> None:
+    cfg = parse_config(
+        {
+            "auth": {"keys": [{"name": "a", "key_env": "A_KEY"}]},
+            "providers": [provider(api_key_env="UP_KEY")],
+        },
+        environ={"A_KEY": " client-secret\n", "UP_KEY": "sk-upstream-secret\r\n"},
+    )
+    assert cfg.auth.keys[0].sha256 == hash_key("client-secret")
+    assert cfg.providers[0].api_key == "sk-upstream-secret"
+
+
+@pytest.mark.parametrize("value", ["sk-one\nsk-two", "sk-a b", "sk-\x00x"])
+def test_a_secret_with_whitespace_inside_is_refused_without_showing_it(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"providers": [provider(api_key_env="UP_KEY")]}, environ={"UP_KEY": value})
+    message = str(info.value)
+    assert "api_key_env names 'UP_KEY', whose value has whitespace or control characters" in message
+    assert "sk-" not in message
+
+
+def test_provider_header_values_may_not_break_the_header_and_are_never_shown() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"providers": [provider(headers={"X-Title": "a\r\nX-Evil: 1"})]}, environ={})
+    assert "headers.X-Title has a control character" in str(info.value)
+    assert "Evil" not in str(info.value)
+    cfg = parse_config({"providers": [provider(headers={"X-Title": " app "})]}, environ={})
+    assert cfg.providers[0].headers == {"X-Title": "app"}
+
+
+def test_failed_auth_limit_is_on_by_default_and_can_be_turned_off() -> None:
+    assert parse_config({}, environ={}).rate_limits.failed_auth == ("20/minute",)
+    off = parse_config({"rate_limits": {"failed_auth": "off"}}, environ={})
+    assert off.rate_limits.failed_auth == ()
+    assert not off.rate_limits.any_configured((), ())

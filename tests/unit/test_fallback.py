@@ -182,3 +182,68 @@ def test_aliases_set_their_own_order() -> None:
 def test_timeout_header_is_validated(value: str) -> None:
     resp = chat(make_client(), **{"X-ProxyAPI-Timeout": value})
     assert resp.status_code == 400 and "X-ProxyAPI-Timeout" in resp.json["error"]["message"]
+
+
+def with_anthropic_second(fail_max: int = 3) -> FlaskClient:
+    """a: OpenAI-compatible; b: Anthropic, which cannot honour ``logprobs``."""
+    return create_app(
+        {
+            "auth": {"keys": [{"name": "t", "sha256": hash_key("k")}]},
+            "providers": [
+                {
+                    "name": "a",
+                    "base_url": A,
+                    "models": ["m"],
+                    "retry": {"max_attempts": 1},
+                    "breaker": {"fail_max": fail_max},
+                },
+                {"name": "b", "type": "anthropic", "base_url": B, "models": ["m"], "priority": 2},
+            ],
+        }
+    ).test_client()
+
+
+@responses.activate
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        ({"status": 500}, 502, "upstream_error"),
+        ({"body": requests.exceptions.ConnectionError("refused")}, 502, "upstream_unreachable"),
+        ({"body": requests.exceptions.ReadTimeout("slow")}, 504, "upstream_timeout"),
+    ],
+)
+def test_a_failure_before_a_refusal_is_the_answer_not_the_refusal(
+    failure: dict[str, Any], status: int, code: str
+) -> None:
+    responses.post(f"{A}/chat/completions", **failure)
+    resp = with_anthropic_second().post(
+        "/v1/chat/completions", json={**CHAT, "logprobs": True}, headers=HEADERS
+    )
+    assert resp.status_code == status, resp.json
+    assert resp.json["error"]["code"] == code
+    assert calls_to(B) == 0  # b refused before any call
+
+
+@responses.activate
+def test_a_refusal_is_the_answer_only_when_nothing_else_happened() -> None:
+    client = with_anthropic_second(fail_max=1)
+    only_b = {**CHAT, "model": "b/m", "logprobs": True}
+    resp = client.post("/v1/chat/completions", json=only_b, headers=HEADERS)
+    assert resp.status_code == 400 and resp.json["error"]["param"] == "logprobs"
+    # With a's circuit open, the request is not at fault either: 503, retry later.
+    responses.post(f"{A}/chat/completions", status=500)
+    body = {**CHAT, "logprobs": True}
+    assert client.post("/v1/chat/completions", json=body, headers=HEADERS).status_code == 502
+    resp = client.post("/v1/chat/completions", json=body, headers=HEADERS)
+    assert resp.status_code == 503 and resp.json["error"]["code"] == "circuit_open"
+
+
+def test_deadline_exceeded_tells_sdks_not_to_retry() -> None:
+    from proxyapi.errors import DeadlineExceeded, UpstreamTimeout
+
+    assert DeadlineExceeded().extra_headers == {"x-should-retry": "false"}
+    assert DeadlineExceeded(headers={"A": "b"}).extra_headers == {
+        "x-should-retry": "false",
+        "A": "b",
+    }
+    assert "x-should-retry" not in UpstreamTimeout().extra_headers

@@ -257,3 +257,43 @@ def test_stream_usage_is_asked_for_and_kept_from_a_client_that_did_not(upstream:
     upstream.replace(responses.POST, f"{URL}/chat/completions", json=answer())
     resp = post(client, "t")
     assert resp.headers["X-RateLimit-Remaining-Tokens"] == "8"  # 12 of 20 charged
+
+
+def models_from(client: FlaskClient, key: str, address: str) -> int:
+    resp = client.get(
+        "/v1/models",
+        headers={"Authorization": f"Bearer {key}"},
+        environ_base={"REMOTE_ADDR": address},
+    )
+    return int(resp.status_code)
+
+
+def test_failed_authentications_lock_out_their_address_only() -> None:
+    client = make([{"name": "alice"}], failed_auth="3/minute")
+    assert [models_from(client, "guess", "10.0.0.1") for _ in range(3)] == [401, 401, 401]
+    locked = client.get(
+        "/v1/models",
+        headers={"Authorization": "Bearer guess"},
+        environ_base={"REMOTE_ADDR": "10.0.0.1"},
+    )
+    assert locked.status_code == 429
+    assert locked.json["error"]["code"] == "too_many_failed_authentications"
+    assert 1 <= int(locked.headers["Retry-After"]) <= 60
+    # The address is refused whatever key it sends now (else guessing could go on: a right
+    # guess would still answer 200); another address, and valid traffic, are untouched.
+    assert models_from(client, "alice", "10.0.0.1") == 429
+    assert models_from(client, "alice", "10.0.0.2") == 200
+    assert models_from(client, "guess", "10.0.0.2") == 401
+
+
+def test_valid_keys_never_count_against_the_failed_authentication_limit() -> None:
+    client = make([{"name": "alice"}], failed_auth="2/minute")
+    assert {models_from(client, "alice", "10.0.0.3") for _ in range(10)} == {200}
+    missing = client.get("/v1/models", environ_base={"REMOTE_ADDR": "10.0.0.3"})
+    assert missing.status_code == 401  # no key at all is a client bug, not a guess
+    assert models_from(client, "guess", "10.0.0.3") == 401
+
+
+def test_failed_authentication_limit_can_be_off() -> None:
+    client = make([{"name": "alice"}], failed_auth="off")
+    assert {models_from(client, "guess", "10.0.0.4") for _ in range(30)} == {401}

@@ -287,3 +287,51 @@ def test_models_list_asks_glob_providers_and_survives_their_failure(
             ("llama3", "llama"),
         ]  # type: ignore[index]
     assert len(responses.calls) == 4
+
+
+@responses.activate
+def test_one_model_is_described_from_the_lists_and_nothing_is_kept_per_name() -> None:
+    app = create_app(
+        {
+            "auth": {"keys": [{"name": "a", "sha256": hash_key(CLIENT_KEY)}]},
+            "cache": {"backend": "simple"},
+            "providers": [
+                {"name": "fixed", "base_url": "http://fixed.test/v1", "models": ["a"]},
+                {"name": "llama", "base_url": "http://llama.test/v1", "models": ["*"]},
+                {"name": "az", "type": "azure", "base_url": "http://az.test", "models": ["az-*"]},
+            ],
+        }
+    )
+    client = app.test_client()
+    responses.get("http://llama.test/v1/models", json={"data": [{"id": "llama3"}]})
+
+    def owner(model: str) -> Any:
+        resp = client.get(f"/v1/models/{model}", headers=HEADERS)
+        return resp.json["owned_by"] if resp.status_code == 200 else resp.status_code  # type: ignore[index]
+
+    assert owner("a") == "fixed" and owner("llama3") == "llama" and owner("llama/llama3") == "llama"
+    assert owner("az-gpt") == "az"  # Azure cannot list its deployments: the glob decides
+    store = app.extensions["proxyapi.cache"].store
+    entries = len(store.backend._cache)
+    assert [owner(f"made-up-{i}") for i in range(500)] == [404] * 500
+    assert len(store.backend._cache) == entries
+    assert len(responses.calls) == 1  # the glob provider's list, cached
+    bad = client.get("/v1/models/gpt%1b[31mred", headers=HEADERS)
+    assert bad.status_code == 400 and bad.json["error"]["param"] == "model"  # type: ignore[index]
+    assert client.get("/v1/models/gpt%0d%0aforged", headers=HEADERS).status_code == 404
+
+
+@responses.activate
+@pytest.mark.parametrize("model", [".", "..", "../../admin", "a/b", "a?x=1", "a#b", "%2e%2e", ""])
+def test_azure_deployment_names_stay_one_path_segment(model: str) -> None:
+    client = create_app(
+        {
+            "auth": {"keys": [{"name": "a", "sha256": hash_key(CLIENT_KEY)}]},
+            "providers": [
+                {"name": "az", "type": "azure", "base_url": "http://az.test", "models": ["*"]}
+            ],
+        }
+    ).test_client()
+    resp = client.post("/v1/chat/completions", json={**CHAT, "model": model}, headers=HEADERS)
+    assert resp.status_code == 400 and resp.json["error"]["param"] == "model"  # type: ignore[index]
+    assert len(responses.calls) == 0

@@ -30,7 +30,7 @@ def client() -> FlaskClient:
     [
         ("/v1/chat/completions", b"", None, "body is empty"),
         ("/v1/chat/completions", b"{bad json", None, "not valid JSON: Expecting property name"),
-        ("/v1/chat/completions", b"\xff\xfe", None, "not valid UTF-8 JSON"),
+        ("/v1/chat/completions", b"\xff\xfe", None, "not valid JSON: it is not valid UTF-8"),
         ("/v1/chat/completions", b"[1, 2]", None, "must be a JSON object, got a JSON array"),
         ("/v1/chat/completions", {"messages": MSG}, "model", "must provide a model"),
         ("/v1/chat/completions", {"model": 5, "messages": MSG}, "model", "got number"),
