@@ -1,8 +1,8 @@
 """gunicorn settings for ProxyAPI: ``gunicorn -c gunicorn.conf.py wsgi:app``.
 
 Everything comes from the environment, Heroku-style: PORT, WEB_CONCURRENCY, REDIS_URL,
-GUNICORN_THREADS, GUNICORN_MAX_REQUESTS. This file is re-read on every SIGHUP, so it does
-nothing but assign settings (the hooks run when gunicorn calls them).
+GUNICORN_THREADS, GUNICORN_WORKER_CONNECTIONS, GUNICORN_MAX_REQUESTS. This file is re-read on
+every SIGHUP, so it does nothing but assign settings (the hooks run when gunicorn calls them).
 """
 
 import os
@@ -20,10 +20,16 @@ os.environ.setdefault(
 _port = os.environ.get("PORT")
 bind = [os.environ.get("GUNICORN_BIND") or (f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000")]
 
-# gthread: one thread per in-flight request, so long SSE streams run side by side and the
-# worker timeout is only a heartbeat, not a cap on stream length. (sync workers get killed in
-# the middle of a stream; gevent is not in the dependency set.)
-worker_class = "gthread"
+# gthread (one thread per in-flight request, so long SSE streams run side by side and the
+# worker timeout is only a heartbeat, not a cap on stream length; sync workers get killed in
+# the middle of a stream, and gevent is not in the dependency set), with one change: a request
+# is read whole on the worker's event loop before a thread gets it. Plain gthread gives a
+# thread the connection at its first byte, and that thread then waits on the client with no
+# time limit: a few dozen clients that trickle their headers or never send the body they
+# announced hold every thread. No gunicorn setting bounds that (`timeout` is the worker
+# heartbeat, `keepalive` the idle time between requests); server.client_timeout does here.
+# See proxyapi/worker.py.
+worker_class = "proxyapi.worker.BufferingWorker"
 
 # Embedded mode (no REDIS_URL) keeps limits and breakers in process memory, which is exact only
 # with one worker; with Redis the state is shared, so use the cores.
@@ -36,10 +42,11 @@ workers = int(
 # for its whole length.
 threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 
-# Accept a few more connections than threads (room for idle keep-alive connections), but not
-# gunicorn's default 1000: connections accepted beyond the threads wait behind busy streams
-# even when another worker has a free thread.
-worker_connections = threads + max(4, threads // 4)
+# Open connections per worker: those still sending their request and idle kept-alive ones
+# hold no thread, so this is about file descriptors, not threads. A worker whose threads (and a
+# short queue, threads // 4) are all busy stops accepting meanwhile, so new connections go to a
+# worker with a free thread rather than wait behind busy streams.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 
 # Under gthread this is the worker heartbeat, not a request time limit.
 timeout = 30

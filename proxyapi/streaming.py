@@ -79,6 +79,7 @@ class Relay:
         self.heartbeat = heartbeat
         # Kept out of the error events sent mid-stream (they may quote the provider).
         self.secrets = tuple(secrets)
+        self._secret_bytes = tuple(s.encode("utf-8", "surrogatepass") for s in self.secrets)
         # Called once when the body ends: with the error that ended it, or None.
         self.on_finish: Callable[[ProxyAPIError | None], None] | None = None
         # The usage the stream reported, and whether to keep its usage-only chunk from the
@@ -185,7 +186,11 @@ class Relay:
                 raise error
 
     def _observe(self, events: bytes) -> bytes:
-        """Note the usage the events report; drop the usage-only chunk when asked to."""
+        """Scrub secrets; note the usage the events report; drop the usage-only chunk when
+        asked to."""
+        for secret in self._secret_bytes:
+            if secret in events:  # a provider quoting our key back (in its own error event)
+                events = events.replace(secret, b"[redacted]")
         if b'"usage"' not in events:
             return events
         kept = []

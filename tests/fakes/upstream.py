@@ -431,7 +431,7 @@ class _Handler(FakeHandler):
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = []
         for i, item in enumerate(inputs):
-            seed = sum(str(item).encode())
+            seed = sum(str(item).encode("utf-8", "surrogatepass"))
             vector = [((seed * (k + 1)) % 97) / 97.0 for k in range(EMBEDDING_DIMS)]
             data.append({"object": "embedding", "index": i, "embedding": vector})
         tokens = sum(max(1, len(str(x)) // 4) for x in inputs)

@@ -158,3 +158,23 @@ def test_usage_is_read_and_its_chunk_kept_or_stripped() -> None:
         assert relay.usage == Usage(2, 3, 5)
         assert (USAGE_CHUNK in body) is not strip
         assert body.startswith(b"data: 1\n\n") and body.endswith(b"data: [DONE]\n\n")
+
+
+def test_secrets_are_scrubbed_from_relayed_events_and_error_events() -> None:
+    from proxyapi.errors import UpstreamStreamFailed, secret_forms
+
+    secret = "sk-live-abc123"
+    relay = Relay(
+        Source(
+            b'data: {"a": 1}\n\n',
+            b'data: {"error": {"message": "bad key sk-live-',
+            b'abc123"}}\n\n',
+            UpstreamStreamFailed(f"provider says: key {secret} is revoked"),
+        ),
+        5,
+        secret_forms([secret]),
+    )
+    relay.wait_first(5)
+    out = b"".join(relay.events())
+    assert secret.encode() not in out
+    assert out.count(b"[redacted]") == 2
