@@ -163,3 +163,19 @@ def test_azure_tool_calls_both_ways(client: openai.OpenAI, azure: FakeUpstream) 
     (streamed,) = final.choices[0].message.tool_calls or []
     assert streamed.id == call.id and json.loads(streamed.function.arguments) == TOOL_ARGUMENTS
     assert final.choices[0].finish_reason == "tool_calls"
+
+
+def test_a_model_name_cannot_move_the_azure_url_path(
+    azure: FakeUpstream, launch: Callable[..., GatewayProcess], sdk: Callable[..., openai.OpenAI]
+) -> None:
+    gw = launch(
+        config_for({"name": "azure", "type": "azure", "base_url": azure.base_url, "models": ["*"]})
+    )
+    client = sdk(gw)
+    for model in ("..", ".", "../../openai/deployments/mini-prod", "a?api-version=1", "%2e%2e"):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(model=model, messages=MESSAGES)
+        assert info.value.body["param"] == "model"  # type: ignore[index]
+    assert not azure.calls()
+    client.chat.completions.create(model="mini-prod", messages=MESSAGES)
+    assert azure.calls()[0].path.startswith("/openai/deployments/mini-prod/chat/completions?")
