@@ -9,11 +9,12 @@ import os
 import tempfile
 
 # prometheus-client picks its multiprocess mode once, when first imported: the directory must be
-# named before anything imports it. Workers inherit it; on SIGHUP this keeps the same one.
-os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR",
-    os.path.join(tempfile.gettempdir(), f"proxyapi-metrics-{os.getpid()}"),
-)
+# named before anything imports it. Workers inherit it; on SIGHUP (the variable is set by then)
+# this keeps the same one. A new folder with an unpredictable name (mkdtemp: mode 0700, ours),
+# so nobody can prepare it in the shared temp dir; the hooks empty and remove only this one.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="proxyapi-metrics-")
+    os.environ["PROXYAPI_METRICS_DIR_CREATED"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 # Bind on every interface when the platform gives a PORT (Heroku-style), else on loopback.
 # GUNICORN_BIND overrides both (e.g. "127.0.0.1:8080" or "unix:/run/proxyapi.sock").

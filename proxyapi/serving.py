@@ -8,11 +8,13 @@ last good config: a typo never takes the gateway down.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from typing import Any
 
 from proxyapi.config import Config, ConfigError, load_config
+from proxyapi.private_dir import ensure_private_dir
 from proxyapi.ratelimit import per_process_problem
 
 _config: Config | None = None
@@ -32,7 +34,24 @@ def _check(workers: int) -> Config:
     problem = per_process_problem(config, workers)
     if problem:
         raise _Refused(problem)
+    if config.cache_backend == "filesystem":
+        from proxyapi.cache import prepare_file_cache
+
+        prepare_file_cache(config)  # refused here, in one line, rather than in every worker
     return config
+
+
+def _metrics_dir() -> tuple[str | None, bool]:
+    """The Prometheus multiprocess folder, and whether gunicorn.conf.py created it (ours)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    ours = folder is not None and os.environ.get("PROXYAPI_METRICS_DIR_CREATED") == folder
+    return folder, ours
+
+
+def _clear_metrics(folder: str) -> None:
+    # Only prometheus-client's own files: the folder may be the operator's, not ours.
+    for path in glob.glob(os.path.join(folder, "*.db")):
+        os.remove(path)
 
 
 def on_starting(server: Any) -> None:
@@ -47,11 +66,15 @@ def on_starting(server: Any) -> None:
         server.log.error("proxyapi: config error: %s", exc)
         raise SystemExit(1) from exc
     server.log.info("proxyapi: config loaded from %s", _config.source)
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    metrics_dir, _ours = _metrics_dir()
     if metrics_dir:
+        try:
+            ensure_private_dir(metrics_dir, "PROMETHEUS_MULTIPROC_DIR")
+        except ConfigError as exc:
+            server.log.error("proxyapi: refusing to start: %s", exc)
+            raise SystemExit(1) from exc
         # Files left by a previous run would be added to this run's counters.
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        os.makedirs(metrics_dir, exist_ok=True)
+        _clear_metrics(metrics_dir)
 
 
 def on_reload(server: Any) -> None:
@@ -76,7 +99,9 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """Remove the metrics files of this run."""
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if metrics_dir:
+    """Remove the metrics files of this run (and the folder, when it was created for it)."""
+    metrics_dir, ours = _metrics_dir()
+    if metrics_dir and ours:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    elif metrics_dir and os.path.isdir(metrics_dir):
+        _clear_metrics(metrics_dir)

@@ -1,8 +1,9 @@
 """A per-process in-memory tier in front of the shared cache backend (Redis or files).
 
-It holds entries that are already serialized, bounded both by total size in bytes and by number
-of entries. When a new entry does not fit, expired entries go first, then the lowest priority,
-and among equal priorities the least recently used.
+It holds the entries themselves (objects, never pickles), bounded both by total size in bytes
+(the bytes of a value, or an estimate of what an object holds: :func:`approx_size`) and by
+number of entries. When a new entry does not fit, expired entries go first, then the lowest
+priority, and among equal priorities the least recently used.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 # Added to every entry's size: approximates Python's per-object bookkeeping (the entry record,
 # the dict and OrderedDict slots, the key and value object headers), so that many tiny entries
@@ -45,7 +47,7 @@ class MemoryTierStats:
 
 @dataclass(slots=True)
 class _Entry:
-    value: bytes
+    value: Any
     expires_at: float
     priority: int
     size: int
@@ -56,6 +58,25 @@ class _Entry:
 def entry_size(key: str, value: bytes) -> int:
     """Return the bytes an entry counts against max_bytes."""
     return len(key.encode()) + len(value) + ENTRY_OVERHEAD
+
+
+def approx_size(value: Any) -> int:
+    """Estimate the bytes an object holds: its strings and bytes, plus a little per item."""
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (bytes, str)):
+            total += len(item) + 40
+        elif isinstance(item, dict):
+            total += 64
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            total += 56
+            stack.extend(item)
+        else:
+            total += 32
+    return total
 
 
 class MemoryTier:
@@ -87,7 +108,7 @@ class MemoryTier:
         self._seq = 0
         self._stats = MemoryTierStats()
 
-    def get(self, key: str) -> tuple[bytes, float] | None:
+    def get(self, key: str) -> tuple[Any, float] | None:
         """Return (value, expires_at) and mark it recently used; None if absent or expired."""
         now = self._clock()
         with self._lock:
@@ -104,11 +125,23 @@ class MemoryTier:
             self._stats.hits += 1
             return entry.value, entry.expires_at
 
-    def set(self, key: str, value: bytes, expires_at: float, priority: int = 0) -> bool:
+    def set(
+        self,
+        key: str,
+        value: Any,
+        expires_at: float,
+        priority: int = 0,
+        size: int | None = None,
+    ) -> bool:
         """Store value until expires_at (clock time); False if it can never fit (larger than
         max_bytes) or is already expired, in which case any older value of the key is dropped.
+
+        ``size`` is what the value holds, for values other than bytes (:func:`approx_size`).
         """
-        size = entry_size(key, value)
+        if size is None:
+            size = entry_size(key, value)
+        else:
+            size += len(key.encode()) + ENTRY_OVERHEAD
         now = self._clock()
         with self._lock:
             old = self._entries.get(key)

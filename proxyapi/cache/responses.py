@@ -63,10 +63,20 @@ def _pack(answer: Answer) -> dict[str, Any]:
 
 
 def _unpack(value: Any) -> Answer | None:
-    if not isinstance(value, dict) or not isinstance(value.get("body"), bytes):
+    """The answer :func:`_pack` stored, or None for any other shape (a shared store may hold
+    anything)."""
+    if not isinstance(value, dict) or set(value) != {"body", "provider", "usage"}:
         return None
-    usage = Usage(*value["usage"]) if value.get("usage") else None
-    return Answer(str(value.get("provider", "-")), value["body"], 0, usage)
+    body, provider, usage = value["body"], value["provider"], value["usage"]
+    if not isinstance(body, bytes) or not isinstance(provider, str) or len(provider) > 64:
+        return None
+    if usage is not None and not (
+        isinstance(usage, list)
+        and len(usage) == 3
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in usage)
+    ):
+        return None
+    return Answer(provider, body, 0, Usage(*usage) if usage else None)
 
 
 class ResponseCache:
@@ -85,7 +95,7 @@ class ResponseCache:
         body: Mapping[str, Any],
         path: str,
         tenant: str,
-        targets: Iterable[tuple[str, str]],
+        targets: Iterable[tuple[str, ...]],
         control: RequestCacheControl,
     ) -> Plan:
         """Decide what the cache may do for this request."""

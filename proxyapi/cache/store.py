@@ -1,7 +1,9 @@
 """One cache interface over a flask-caching backend: categories, TTLs, statistics.
 
-Entries are plain data (dicts, bytes, lists) wrapped with when they were stored and for how
-long, under ``pxc:<category>:<generation>:<key>``. Clearing a category gives it a new
+Entries are plain data (dicts, bytes, lists) wrapped with when they were stored, for how
+long and under which key, ``pxc:<category>:<generation>:<key>``, and written as JSON
+(:mod:`proxyapi.cache.codec`, never a pickle); an entry read back under another key than its
+own is refused like a malformed one. Clearing a category gives it a new
 generation (a random token kept in the backend and re-read at most every
 ``GENERATION_REFRESH`` seconds), so every backend can clear one category without listing keys;
 the old entries expire on their own (and the sweep removes their files).
@@ -15,23 +17,24 @@ reads without touching the backend.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
-import pickle
+import re
 import struct
 import threading
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import redis
 from cachelib import BaseCache, FileSystemCache, RedisCache
 
-from proxyapi.cache.memory import MemoryTier
+from proxyapi.cache.codec import Entry, EntryCodec
+from proxyapi.cache.memory import MemoryTier, approx_size
 from proxyapi.config import CacheConfig
 
 log = logging.getLogger(__name__)
@@ -46,24 +49,13 @@ PRIORITY = {"responses": 0, "metadata": 1, "models": 2}
 # Per-process access counts kept for smart TTL before the oldest half is forgotten.
 MAX_TRACKED_KEYS = 10_000
 # What a backend may raise; anything else is a bug and is not swallowed.
-BACKEND_ERRORS = (redis.RedisError, OSError, EOFError, pickle.PickleError, struct.error)
+BACKEND_ERRORS = (redis.RedisError, OSError, EOFError, struct.error)
+# A generation as clear() writes it; anything else read back is ignored.
+_GENERATION = re.compile(r"^[0-9a-f]{1,32}$")
+# A generation entry lives as long as the backend keeps it (about ten years).
+_GENERATION_TTL = 10 * 365 * 86400
 
-
-@dataclass(frozen=True)
-class Entry:
-    """A cached value and its life: stored at ``stored_at`` (epoch seconds) for ``ttl``."""
-
-    value: Any
-    stored_at: float
-    ttl: int
-    extensions: int = 0
-
-    @property
-    def expires_at(self) -> float:
-        return self.stored_at + self.ttl
-
-    def age(self, now: float) -> float:
-        return max(0.0, now - self.stored_at)
+__all__ = ["BACKEND_ERRORS", "CacheStore", "Entry"]
 
 
 class CacheStore:
@@ -77,6 +69,7 @@ class CacheStore:
         memory: MemoryTier | None = None,
         clock: Callable[[], float] = time.time,
         observer: Callable[[str, str], None] | None = None,
+        on_redis_error: Callable[[str], None] | None = None,
     ) -> None:
         self.backend = backend
         self.config = config
@@ -85,6 +78,7 @@ class CacheStore:
         self.clock = clock
         # Told (category, "hit" | "miss") of every counted lookup: the Prometheus counter.
         self.observer = observer
+        self.on_redis_error = on_redis_error
         self.counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._generations: dict[str, tuple[float, str]] = {}
         self._access: dict[str, list[int]] = {}
@@ -92,6 +86,9 @@ class CacheStore:
         self._logged_at = 0.0
         # Entries written since the last sweep (the upkeep sweeps early after many).
         self.writes_since_sweep = 0
+        # The backend's serializer: plain JSON, checked on read (see proxyapi.cache.codec).
+        codec = getattr(backend, "serializer", None)
+        self.codec = codec if isinstance(codec, EntryCodec) else None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -100,6 +97,8 @@ class CacheStore:
             return call()
         except BACKEND_ERRORS as exc:
             self.counts[category]["errors"] += 1
+            if self.on_redis_error is not None and isinstance(exc, redis.RedisError):
+                self.on_redis_error("cache")
             now = time.monotonic()
             if now - self._logged_at > 60:  # once a minute says enough about an outage
                 self._logged_at = now
@@ -117,11 +116,17 @@ class CacheStore:
         if cached is not None and now - cached[0] < GENERATION_REFRESH:
             return cached[1]
         gen_key = f"{PREFIX}:gen:{category}"
-        gen = self._safe(category, "read", lambda: self.backend.get(gen_key), None)
-        if not gen:
-            gen = "0"
-        self._generations[category] = (now, str(gen))
-        return str(gen)
+        stored = self._safe(category, "read", lambda: self.backend.get(gen_key), None)
+        gen = "0"
+        if (
+            isinstance(stored, Entry)
+            and stored.key == gen_key
+            and isinstance(stored.value, str)
+            and _GENERATION.match(stored.value)
+        ):
+            gen = stored.value
+        self._generations[category] = (now, gen)
+        return gen
 
     def full_key(self, category: str, key: str) -> str:
         """The backend key of ``key`` in ``category``."""
@@ -132,7 +137,24 @@ class CacheStore:
 
     def _remember(self, full: str, entry: Entry, category: str) -> None:
         if self.memory is not None:
-            self.memory.set(full, pickle.dumps(entry), entry.expires_at, PRIORITY.get(category, 0))
+            self.memory.set(
+                full,
+                entry,
+                entry.expires_at,
+                PRIORITY.get(category, 0),
+                size=approx_size(entry.value),
+            )
+
+    def _read(self, category: str, full: str) -> Entry | None:
+        """The backend's entry under ``full``, if it is one this gateway stored there."""
+        raw = self._safe(category, "read", lambda: self.backend.get(full), None)
+        if not isinstance(raw, Entry):
+            return None
+        if raw.key != full:  # copied from another key: refused like a malformed value
+            if self.codec is not None:
+                self.codec.refuse("an entry stored under another key")
+            return None
+        return raw
 
     # ------------------------------------------------------------------ the interface
 
@@ -146,10 +168,9 @@ class CacheStore:
         if self.memory is not None:
             found = self.memory.get(full)
             if found is not None:
-                entry = pickle.loads(found[0])
+                entry = found[0]
         if entry is None:
-            raw = self._safe(category, "read", lambda: self.backend.get(full), None)
-            entry = raw if isinstance(raw, Entry) else None
+            entry = self._read(category, full)
             if entry is not None:
                 self._remember(full, entry, category)
         now = self.clock()
@@ -171,6 +192,7 @@ class CacheStore:
         return self._write(category, self.full_key(category, key), entry)
 
     def _write(self, category: str, full: str, entry: Entry) -> bool:
+        entry = dataclasses.replace(entry, key=full)
         timeout = max(1, int(entry.expires_at - self.clock()) + 1)
         stored = self._safe(
             category, "write", lambda: self.backend.set(full, entry, timeout=timeout), False
@@ -183,8 +205,8 @@ class CacheStore:
 
     def add(self, category: str, key: str, value: Any, ttl: int | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent (atomic on Redis, best effort on files)."""
-        entry = Entry(value, self.clock(), self._ttl(category, ttl))
         full = self.full_key(category, key)
+        entry = Entry(value, self.clock(), self._ttl(category, ttl), key=full)
         return bool(
             self._safe(
                 category, "write", lambda: self.backend.add(full, entry, timeout=entry.ttl), False
@@ -238,7 +260,9 @@ class CacheStore:
         """Drop every entry of ``category`` (of every category by default)."""
         for cat in [category] if category else list(self.config.ttl):
             gen = uuid.uuid4().hex[:12]
-            write = partial(self.backend.set, f"{PREFIX}:gen:{cat}", gen, timeout=0)
+            gen_key = f"{PREFIX}:gen:{cat}"
+            stored = Entry(gen, self.clock(), _GENERATION_TTL, key=gen_key)
+            write = partial(self.backend.set, gen_key, stored, timeout=0)
             self._safe(cat, "write", write, None)
             self._generations[cat] = (time.monotonic(), gen)
             if self.memory is not None:
@@ -330,9 +354,9 @@ class CacheStore:
             mine = self.memory.get(full)
             if mine is None:
                 continue
-            shared = self._safe("all", "read", partial(self.backend.get, full), None)
+            shared = self._read("all", full)
             self.counts["all"]["consistency_checks"] += 1
-            if not isinstance(shared, Entry) or pickle.dumps(shared) != mine[0]:
+            if shared != mine[0]:
                 self.memory.delete(full)
                 self.counts["all"]["inconsistencies"] += 1
                 dropped += 1
@@ -381,6 +405,8 @@ class CacheStore:
             per_category[cat] = dict(self.counts[cat])
             totals.update(self.counts[cat])
         totals.update(self.counts["all"])
+        if self.codec is not None and self.codec.rejected:
+            totals["rejected"] = self.codec.rejected
         memory = self.memory.stats() if self.memory is not None else None
         return {
             "totals": dict(totals),

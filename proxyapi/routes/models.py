@@ -35,8 +35,24 @@ def _provider_models(provider: ProviderConfig) -> list[str] | None:
     if not up.can_list_models(provider):
         return None
     key = f"provider:{provider.name}:{router.fingerprint}"
-    ids: list[str] = c.cached(CATEGORY, key, lambda: up.list_models(provider), fallback=[])
+    ids: list[str] = c.cached(
+        CATEGORY, key, lambda: up.list_models(provider), fallback=[], valid=_is_id_list
+    )
     return ids
+
+
+def _is_id_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(m, str) for m in value)
+
+
+def _is_model_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(m, dict)
+        and set(m) == {"id", "object", "created", "owned_by"}
+        and isinstance(m["id"], str)
+        and isinstance(m["owned_by"], str)
+        for m in value
+    )
 
 
 def _all_models() -> list[dict[str, Any]]:
@@ -57,7 +73,7 @@ def _all_models() -> list[dict[str, Any]]:
         return data
 
     models: list[dict[str, Any]] = c.cached(
-        CATEGORY, f"all:{router.fingerprint}", aggregate, fallback=[]
+        CATEGORY, f"all:{router.fingerprint}", aggregate, fallback=[], valid=_is_model_list
     )
     return models
 
