@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from proxyapi import (
     auth,
+    budgets,
     cache,
     cli,
     errors,
@@ -26,6 +27,18 @@ from proxyapi.config import Config, load_config, parse_config
 from proxyapi.routes import register
 
 __all__ = ["create_app"]
+
+
+def _counter_client(cfg: Config, shared: Any) -> Any:
+    """The Redis client of the limit counters (``rate_limits.storage_uri``), or None."""
+    uri = cfg.limits_storage_uri
+    if uri.startswith("memory://"):
+        return None
+    return (
+        shared
+        if shared is not None and uri == cfg.redis.url
+        else redis_client.client_for(uri, cfg.redis)
+    )
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
@@ -49,12 +62,12 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     observe.init_app(app, measured)
     errors.init_app(app)
     auth.init_app(app, cfg.auth)
-    ratelimit.init_app(app, cfg, on_reject=measured.rejected)
+    ratelimit.init_app(app, cfg, on_reject=measured.rejected, on_redis_error=measured.redis_error)
     routing.init_app(app, cfg)
     # No I/O here: redis-py connects on first use (and is fork-safe).
     shared = redis_client.connect(cfg.redis) if cfg.redis.url else None
     app.extensions[redis_client.EXTENSION] = shared
-    workers = fleet.init_app(app, shared)
+    workers = fleet.init_app(app, shared, cfg.redis.namespace, measured.redis_error)
     up = upstream.init_app(
         app,
         cfg,
@@ -64,7 +77,10 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         observer=measured,
     )
     measured.before_scrape.append(up.report_breakers)
-    cached = cache.init_app(app, cfg, shared, observer=measured.cache_result)
+    cached = cache.init_app(
+        app, cfg, shared, observer=measured.cache_result, on_redis_error=measured.redis_error
+    )
+    budgets.init_app(app, cfg, _counter_client(cfg, shared), measured.redis_error)
     if workers is not None:
         workers.register("cache", cached.store.stats)
     register(app)

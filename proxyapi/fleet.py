@@ -1,7 +1,8 @@
 """Figures of every worker on every host, gathered through Redis (distributed mode).
 
 Each worker writes its own figures (one section per piece: ``providers``, ``cache``) to
-``proxyapi:stats:<host>:<pid>`` every few seconds, with an expiry, from a background thread
+``{<namespace>:stats}:<host>:<pid>`` (one hash slot, so one ``MGET`` reads them on a Redis
+Cluster too) every few seconds, with an expiry, from a background thread
 started on its first request; the status endpoints merge whatever is there. Nothing is written
 on the request path, and a worker that stops simply drops out (its figures with it) once its
 key expires. Redis errors are logged, never raised.
@@ -23,7 +24,6 @@ from flask import Flask
 from proxyapi.background import PerProcessThread
 
 EXTENSION = "proxyapi.fleet"
-PREFIX = "proxyapi:stats"
 # How often a worker shares its figures, and how long they outlive a worker that went away.
 PUBLISH_INTERVAL = 2.0
 EXPIRY = 10
@@ -34,8 +34,15 @@ log = logging.getLogger(__name__)
 class Fleet:
     """Publishes this worker's figures and collects everybody's."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str = "proxyapi",
+        on_redis_error: Callable[[str], None] | None = None,
+    ) -> None:
         self.client = client
+        self.on_redis_error = on_redis_error
+        self.prefix = f"{{{namespace}:stats}}"
         self.sections: dict[str, Callable[[], Any]] = {}
         self._thread = PerProcessThread(self._loop, "proxyapi-fleet")
         self._logged_at = 0.0
@@ -46,7 +53,7 @@ class Fleet:
 
     @property
     def key(self) -> str:
-        return f"{PREFIX}:{socket.gethostname()}:{os.getpid()}"
+        return f"{self.prefix}:{socket.gethostname()}:{os.getpid()}"
 
     def start(self) -> None:
         """Start publishing from this process (once per process; safe to call often)."""
@@ -69,7 +76,7 @@ class Fleet:
     def collect(self, section: str) -> list[Any] | None:
         """Return every live worker's ``section``, or None when Redis cannot be read."""
         try:
-            keys = list(self.client.scan_iter(match=f"{PREFIX}:*", count=200))
+            keys = list(self.client.scan_iter(match=f"{self.prefix}:*", count=200))
             values = self.client.mget(keys) if keys else []
         except redis.RedisError as exc:
             self._warn(exc)
@@ -78,14 +85,21 @@ class Fleet:
         return [w[section] for w in workers if section in w]
 
     def _warn(self, exc: Exception) -> None:
+        if self.on_redis_error is not None:
+            self.on_redis_error("fleet")
         now = time.monotonic()
         if now - self._logged_at > 60:  # once a minute is enough to say Redis is gone
             self._logged_at = now
             log.warning("figures not shared through Redis: %s", exc)
 
 
-def init_app(app: Flask, client: redis.Redis | None) -> Fleet | None:
+def init_app(
+    app: Flask,
+    client: redis.Redis | None,
+    namespace: str,
+    on_redis_error: Callable[[str], None] | None = None,
+) -> Fleet | None:
     """Keep a :class:`Fleet` in ``app.extensions`` when Redis is configured."""
-    fleet = Fleet(client) if client is not None else None
+    fleet = Fleet(client, namespace, on_redis_error) if client is not None else None
     app.extensions[EXTENSION] = fleet
     return fleet

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from limits.storage import RedisStorage
+from limits.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage
 
 SCHEME_PREFIX = "proxyapi+"
 
@@ -71,16 +71,16 @@ def begin_request() -> None:
     _recent.windows = {}
 
 
-class ReportingRedisStorage(RedisStorage):
-    """``RedisStorage`` for ``proxyapi+redis://`` (and ``rediss``, ``redis+unix``) URIs."""
+class _Reporting:
+    """The hit that also reports the window, for any of limits' Redis storages."""
 
-    STORAGE_SCHEME = [SCHEME_PREFIX + s for s in ("redis", "rediss", "redis+unix")]
-
-    def __init__(self, uri: str, **options: Any) -> None:
-        super().__init__(uri.removeprefix(SCHEME_PREFIX), **options)
+    prefixed_key: Any
+    get_connection: Any
 
     def initialize_storage(self, _uri: str) -> None:
-        super().initialize_storage(_uri)
+        super().initialize_storage(_uri)  # type: ignore[misc]
+        # redis-py's Script runs EVALSHA and, on NOSCRIPT (a restarted or failed-over
+        # server), loads the script again: no other fallback is needed.
         self.lua_acquire_and_report = self.get_connection().register_script(
             _ACQUIRE_AND_REPORT.encode()
         )
@@ -99,12 +99,42 @@ class ReportingRedisStorage(RedisStorage):
         )
         if reported is not None:
             return reported
-        return super().get_moving_window(key, limit, expiry)
+        return super().get_moving_window(key, limit, expiry)  # type: ignore[misc, no-any-return]
+
+
+class ReportingRedisStorage(_Reporting, RedisStorage):
+    """``RedisStorage`` for ``proxyapi+redis://`` (and ``rediss``, ``redis+unix``) URIs."""
+
+    STORAGE_SCHEME = [SCHEME_PREFIX + s for s in ("redis", "rediss", "redis+unix")]
+
+    def __init__(self, uri: str, **options: Any) -> None:
+        super().__init__(uri.removeprefix(SCHEME_PREFIX), **options)
+
+
+class ReportingSentinelStorage(_Reporting, RedisSentinelStorage):
+    """``RedisSentinelStorage`` for ``proxyapi+redis+sentinel://`` URIs."""
+
+    STORAGE_SCHEME = [SCHEME_PREFIX + "redis+sentinel"]
+
+    def __init__(self, uri: str, **options: Any) -> None:
+        super().__init__(uri.removeprefix(SCHEME_PREFIX), **options)
+
+
+class ReportingClusterStorage(_Reporting, RedisClusterStorage):
+    """``RedisClusterStorage`` for ``proxyapi+redis+cluster://`` URIs."""
+
+    STORAGE_SCHEME = [SCHEME_PREFIX + "redis+cluster"]
+
+    def __init__(self, uri: str, **options: Any) -> None:
+        super().__init__(uri.removeprefix(SCHEME_PREFIX), **options)
+
+
+REPORTING_SCHEMES = ("redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
 
 
 def reporting_uri(uri: str, strategy: str) -> str:
     """Use the reporting storage for a Redis URI under the moving-window strategy."""
     scheme = uri.split("://", 1)[0]
-    if strategy == "moving-window" and scheme in ("redis", "rediss", "redis+unix"):
+    if strategy == "moving-window" and scheme in REPORTING_SCHEMES:
         return SCHEME_PREFIX + uri
     return uri

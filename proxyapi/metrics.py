@@ -60,6 +60,7 @@ class Metrics:
     breaker_state: Gauge
     cache_results: Counter
     rejections: Counter
+    redis_errors: Counter
     tokens: Counter
     # Called before each scrape, to bring gauges up to date (breaker states).
     before_scrape: list[Callable[[], None]] = field(default_factory=list)
@@ -88,6 +89,10 @@ class Metrics:
 
     def rejected(self, scope: str) -> None:
         self.rejections.labels(scope).inc()
+
+    def redis_error(self, component: str) -> None:
+        """A shared-store command failed (``cache``, ``budgets``, ``limits``, ``fleet``)."""
+        self.redis_errors.labels(component).inc()
 
 
 def _build(registry: CollectorRegistry) -> Metrics:
@@ -157,6 +162,11 @@ def _build(registry: CollectorRegistry) -> Metrics:
         ),
         rejections=counter(
             "ratelimit_rejections", "Requests refused by a gateway limit, by scope.", ("scope",)
+        ),
+        redis_errors=counter(
+            "redis_errors",
+            "Redis commands that failed (the request went on per the outage policy), by part.",
+            ("component",),
         ),
         tokens=counter("tokens", "Tokens used, by key, model and kind.", ("key", "model", "kind")),
     )

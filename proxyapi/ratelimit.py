@@ -1,4 +1,5 @@
-"""Rate limits: flask-limiter for requests; its strategy and storage for tokens and providers.
+"""Rate limits: flask-limiter for requests; its strategy and storage for provider caps and
+failed authentications (token budgets and concurrency: :mod:`proxyapi.budgets`).
 
 Scopes (each a list of limits such as ``["20/second", "600/minute"]``, all of which apply):
 
@@ -6,8 +7,6 @@ Scopes (each a list of limits such as ``["20/second", "600/minute"]``, all of wh
   every /v1 route (a flask-limiter application limit keyed by the key's name).
 - global: ``rate_limits.global``, one counter for the whole gateway.
 - per route: ``rate_limits.routes``, one counter per path for the whole gateway.
-- token budgets: a key's ``token_limits``, charged with the ``usage.total_tokens`` of each
-  answer after it is sent; a spent budget answers 429 before any upstream call.
 - per provider: ``providers[].rate_limit`` caps what the gateway sends a provider; the
   fallback loop skips a provider that is at its cap (:meth:`Limits.admit_provider`).
 - failed authentications: ``rate_limits.failed_auth`` per client address (on by default);
@@ -46,21 +45,12 @@ from proxyapi.limits_storage import reporting_uri
 
 if TYPE_CHECKING:
     from proxyapi.config import Config, KeyConfig
-    from proxyapi.providers.base import Usage
 
 EXTENSION = "proxyapi.ratelimit"
-KEY_PREFIX = "proxyapi"
 _SCRATCH_RETRY_AFTER = "X-ProxyAPI-Limiter-Retry-After"
 # Client addresses remembered as locked out by failed authentications, at most.
 MAX_LOCKED_ADDRESSES = 10_000
 log = logging.getLogger(__name__)
-
-# Headers that tell a client its token budget, named after OpenAI's own.
-TOKEN_HEADERS = (
-    "X-RateLimit-Limit-Tokens",
-    "X-RateLimit-Remaining-Tokens",
-    "X-RateLimit-Reset-Tokens",
-)
 
 
 class RateLimited(ProxyAPIError):
@@ -91,7 +81,7 @@ def per_process_problem(config: Config, workers: int) -> str | None:
     rl = config.rate_limits
     if workers <= 1 or not config.limits_storage_uri.startswith("memory://"):
         return None
-    if rl.allow_per_process or not rl.any_configured(config.auth.keys, config.providers):
+    if rl.allow_per_process or not rl.counts_anything(config.auth.keys, config.providers):
         return None
     return (
         f"rate limits are kept in each worker's memory (no REDIS_URL), and gunicorn runs "
@@ -104,12 +94,19 @@ def per_process_problem(config: Config, workers: int) -> str | None:
 class Limits:
     """The app's flask-limiter ``Limiter``, and the budgets it does not cover."""
 
-    def __init__(self, config: Config, on_reject: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        on_reject: Callable[[str], None] | None = None,
+        on_redis_error: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config.rate_limits
+        self.on_redis_error = on_redis_error or (lambda component: None)
+        # Every counter's key starts with the deployment's namespace.
+        self.prefix = config.redis.namespace
         # Told the scope ("key", "global", "route", "tokens") of every 429 a limit causes.
         self.on_reject = on_reject or (lambda scope: None)
         self.policy = config.rate_limits.on_storage_error
-        self.token_items = {k.name: _items(k.token_limits) for k in config.auth.keys}
         self.provider_items = {p.name: _items(p.rate_limit) for p in config.providers}
         self.routes = {path: ";".join(v) for path, v in config.rate_limits.routes.items()}
         self.failed_auth_items = _items(config.rate_limits.failed_auth)
@@ -163,7 +160,7 @@ class Limits:
             # upstream's or a breaker's to its window's reset): it goes to a scratch header
             # that is dropped, and the 429s of limits set Retry-After themselves.
             header_name_mapping={HeaderNames.RETRY_AFTER: _SCRATCH_RETRY_AFTER},
-            key_prefix=KEY_PREFIX,
+            key_prefix=self.prefix,
             swallow_errors=self.policy == "fail-open",
             in_memory_fallback_enabled=self.policy == "per-process",
         )
@@ -203,6 +200,7 @@ class Limits:
         except Exception as exc:
             if not self.shared_storage or not isinstance(exc, storage.base_exceptions):
                 raise
+            self.on_redis_error("limits")
             if self.policy == "fail-closed":
                 raise LimitStorageUnavailable() from exc
             log.warning(
@@ -215,42 +213,10 @@ class Limits:
             return call(self._fallback)
 
     def _stats(self, item: RateLimitItem, *ident: str) -> WindowStats | None:
-        return self._run(lambda s: s.get_window_stats(item, KEY_PREFIX, *ident), None)  # type: ignore[no-any-return]
+        return self._run(lambda s: s.get_window_stats(item, self.prefix, *ident), None)  # type: ignore[no-any-return]
 
     def _hit(self, item: RateLimitItem, *ident: str, cost: int = 1) -> bool:
-        return bool(self._run(lambda s: s.hit(item, KEY_PREFIX, *ident, cost=cost), True))
-
-    def check_tokens(self, key: KeyConfig) -> dict[str, str]:
-        """Raise 429 if ``key`` has spent a token budget; return the token headers to send."""
-        headers: dict[str, str] = {}
-        for item in self.token_items.get(key.name, []):
-            stats = self._stats(item, "tokens", key.name)
-            if stats is None:
-                continue
-            reset = max(0, math.ceil(stats.reset_time - time.time()))
-            if not headers or stats.remaining < int(headers[TOKEN_HEADERS[1]]):
-                values = (str(item.amount), str(stats.remaining), str(reset))
-                headers = dict(zip(TOKEN_HEADERS, values, strict=True))
-            if stats.remaining <= 0:
-                self.on_reject("tokens")
-                raise RateLimited(
-                    f"Token budget reached for key '{key.name}': {item} tokens. Retry in {reset}s.",
-                    error_code="token_budget_exceeded",
-                    headers={**headers, "Retry-After": str(max(1, reset))},
-                )
-        return headers
-
-    def charge_tokens(self, key: KeyConfig, usage: Usage | None) -> None:
-        """Charge an answer's tokens to ``key``'s budgets (never more than what is left)."""
-        tokens = usage.total_tokens if usage is not None else 0
-        if tokens <= 0:
-            return
-        for item in self.token_items.get(key.name, []):
-            # A moving window refuses (and does not record) a hit larger than what is left, so
-            # the answer that crosses the budget is charged what remains: the budget reads 0.
-            stats = self._stats(item, "tokens", key.name)
-            if stats is not None and stats.remaining > 0:
-                self._hit(item, "tokens", key.name, cost=min(tokens, stats.remaining))
+        return bool(self._run(lambda s: s.hit(item, self.prefix, *ident, cost=cost), True))
 
     def admit_provider(self, name: str) -> float | None:
         """Count one call to provider ``name``; None if under its caps, else seconds to wait."""
@@ -327,9 +293,14 @@ def _drop_scratch_header(response: Response) -> Response:
     return response
 
 
-def init_app(app: Flask, config: Config, on_reject: Callable[[str], None] | None = None) -> None:
+def init_app(
+    app: Flask,
+    config: Config,
+    on_reject: Callable[[str], None] | None = None,
+    on_redis_error: Callable[[str], None] | None = None,
+) -> None:
     """Set up the limiter after auth (its key is the authenticated key's name)."""
-    limits = Limits(config, on_reject)
+    limits = Limits(config, on_reject, on_redis_error)
     app.extensions[EXTENSION] = limits
     if not limits.limiter.enabled:
         return  # nothing is limited: the extension stays out of the request path

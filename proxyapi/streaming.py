@@ -86,6 +86,8 @@ class Relay:
         # client (the gateway asked for it to count tokens; the client did not).
         self.usage: Usage | None = None
         self.strip_usage = False
+        # Shown every batch of events sent to the client (a budget counts their text).
+        self.watch: Callable[[bytes], None] | None = None
         self._items: queue.Queue[object] = queue.Queue(maxsize=QUEUE_CHUNKS)
         self._client_gone = threading.Event()
         self._pending = bytearray()
@@ -191,6 +193,8 @@ class Relay:
         for secret in self._secret_bytes:
             if secret in events:  # a provider quoting our key back (in its own error event)
                 events = events.replace(secret, b"[redacted]")
+        if self.watch is not None and events:
+            self.watch(events)
         if b'"usage"' not in events:
             return events
         kept = []

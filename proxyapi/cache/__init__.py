@@ -1,8 +1,10 @@
 """The cache: one interface (:class:`CacheStore`) over a flask-caching backend.
 
 Backends (``cache.backend``): ``filesystem`` (embedded default; one folder shared by every
-worker on the host, kept across restarts), ``redis`` (distributed default; shared by every host),
-``simple`` (per process, for tests) and ``none``. Categories ``responses``, ``models`` and
+worker on the host, kept across restarts, private to the user), ``redis`` (distributed
+default; shared by every host, every key under the deployment's namespace), ``simple`` (per
+process, for tests) and ``none``. Every backend stores plain JSON through
+:class:`~proxyapi.cache.codec.EntryCodec`, never a pickle. Categories ``responses``, ``models`` and
 ``metadata`` have their own TTLs. See :mod:`proxyapi.cache.responses` for response caching and
 :mod:`proxyapi.cache.upkeep` for warming, sweeping and consistency checks.
 """
@@ -10,6 +12,7 @@ worker on the host, kept across restarts), ``redis`` (distributed default; share
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,12 +24,15 @@ from cachelib import BaseCache, NullCache
 from flask import Flask
 from flask_caching import Cache as FlaskCache
 
+from proxyapi import redis_client
+from proxyapi.cache.codec import EntryCodec
 from proxyapi.cache.memory import MemoryTier
 from proxyapi.cache.responses import ResponseCache
 from proxyapi.cache.store import CacheStore
 from proxyapi.cache.upkeep import Upkeep
 from proxyapi.config import Config
 from proxyapi.errors import ProxyAPIError
+from proxyapi.private_dir import ensure_private_dir
 
 EXTENSION = "proxyapi.cache"
 # How long a failed load's fallback is served before the source is asked again.
@@ -48,18 +54,23 @@ class Cache:
         key: str,
         loader: Callable[[], Any],
         fallback: Any = None,
+        valid: Callable[[Any], bool] | None = None,
     ) -> Any:
         """Return the cached value of ``key``, loading and storing it on a miss.
 
         The loader is remembered, so warmable categories are reloaded before they expire. If
         it fails with a gateway error, ``fallback`` is returned and kept for
-        ``FAILED_LOAD_TTL`` seconds, so a failing source is not asked on every request.
+        ``FAILED_LOAD_TTL`` seconds, so a failing source is not asked on every request. A
+        stored value that ``valid`` refuses (a shared store may hold anything) is a miss.
         """
         self.upkeep.start()
         self.upkeep.remember(category, key, loader)
         entry = self.store.get(category, key)
         if entry is not None:
-            return entry.value
+            if valid is None or valid(entry.value):
+                return entry.value
+            if self.store.codec is not None:
+                self.store.codec.refuse(f"a {category} value of the wrong shape")
         try:
             value = loader()
         except ProxyAPIError as exc:
@@ -70,14 +81,29 @@ class Cache:
         return value
 
 
+def file_cache_dir(config: Config) -> Path:
+    """The folder of the filesystem backend: ``cache.dir``, else one per user and namespace."""
+    if config.cache.dir:
+        return Path(config.cache.dir)
+    user = Path(tempfile.gettempdir()) / f"proxyapi-cache-{os.geteuid()}"
+    return user / config.redis.namespace
+
+
+def prepare_file_cache(config: Config) -> Path:
+    """Create the filesystem backend's folder, private to this user; refuse one that is not."""
+    folder = file_cache_dir(config)
+    if not config.cache.dir:
+        ensure_private_dir(folder.parent, "the cache folder's parent")
+    return ensure_private_dir(folder, "cache.dir")
+
+
 def _backend(app: Flask, config: Config, shared: redis.Redis | None) -> tuple[BaseCache, str]:
-    """Build the flask-caching backend the config asks for."""
+    """Build the flask-caching backend the config asks for, with the JSON codec installed."""
     kind = config.cache_backend
     if kind == "none":
         return NullCache(), kind
     if kind == "filesystem":
-        folder = config.cache.dir or str(Path(tempfile.gettempdir()) / "proxyapi-cache")
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        folder = str(prepare_file_cache(config))
         settings: dict[str, Any] = {
             "CACHE_TYPE": "FileSystemCache",
             "CACHE_DIR": folder,
@@ -91,20 +117,23 @@ def _backend(app: Flask, config: Config, shared: redis.Redis | None) -> tuple[Ba
             raise ValueError(
                 "cache.backend is redis but neither cache.redis_url nor REDIS_URL is set"
             )
-        settings = {"CACHE_TYPE": "RedisCache"}
-        if shared is not None and url == config.redis.url:
-            settings["CACHE_REDIS_HOST"] = shared  # share the gateway's pool (fails fast)
-        else:
-            settings["CACHE_REDIS_URL"] = url
-            settings["CACHE_OPTIONS"] = {
-                "socket_connect_timeout": config.redis.timeout,
-                "socket_timeout": config.redis.timeout,
-            }
+        # The namespace keeps two deployments on one Redis apart (DESIGN.md section 6).
+        settings = {"CACHE_TYPE": "RedisCache", "CACHE_KEY_PREFIX": f"{config.redis.namespace}:"}
+        # A client object (cachelib takes one as its host): the gateway's own when it is the
+        # same Redis (one pool, fails fast), else one built the same way (Sentinel, Cluster).
+        same = shared is not None and url == config.redis.url
+        settings["CACHE_REDIS_HOST"] = (
+            shared if same else redis_client.client_for(url, config.redis)
+        )
     else:
         settings = {"CACHE_TYPE": "SimpleCache", "CACHE_THRESHOLD": 10_000}
     flask_cache = FlaskCache(config={**settings, "CACHE_DEFAULT_TIMEOUT": 300})
     flask_cache.init_app(app)
-    return flask_cache.cache, kind
+    backend: BaseCache = flask_cache.cache
+    # cachelib's hook for how values are written and read: plain JSON instead of pickle.
+    key = config.cache.signing_key
+    backend.serializer = EntryCodec(key.encode("utf-8") if key else None)  # type: ignore[attr-defined]
+    return backend, kind
 
 
 def init_app(
@@ -112,6 +141,7 @@ def init_app(
     config: Config,
     shared: redis.Redis | None = None,
     observer: Callable[[str, str], None] | None = None,
+    on_redis_error: Callable[[str], None] | None = None,
 ) -> Cache:
     """Build the cache for ``config`` and keep it in ``app.extensions``."""
     backend, kind = _backend(app, config, shared)
@@ -122,7 +152,9 @@ def init_app(
             config.cache.max_entries,
             clock=time.time,  # entries expire on wall-clock times
         )
-    store = CacheStore(backend, config.cache, kind, memory, observer=observer)
+    store = CacheStore(
+        backend, config.cache, kind, memory, observer=observer, on_redis_error=on_redis_error
+    )
     cache = Cache(
         store,
         ResponseCache(store, config.cache, atomic_add=kind == "redis"),

@@ -2,8 +2,9 @@
 
 The key is a SHA-256 over the canonical JSON (sorted keys, no whitespace) of everything that
 decides the answer: the whole request body except ``stream`` and ``stream_options`` (they change
-the framing, not the answer), the route, the providers and upstream models the request resolves
-to, and the tenant (the key's name, or ``shared``). Two requests that differ in any parameter,
+the framing, not the answer), the route, the providers (by name and identity: URL and a digest
+of the credential) and upstream models the request resolves to, and the tenant (the key's name
+and digest, or ``shared``). Two requests that differ in any parameter,
 even one the gateway does not know, get different keys; the order of parameters does not matter.
 """
 
@@ -24,7 +25,7 @@ SHARED_SCOPE = "shared"
 def cache_key(
     op: Operation,
     body: Mapping[str, Any],
-    targets: Iterable[tuple[str, str]],
+    targets: Iterable[tuple[str, ...]],
     tenant: str,
 ) -> str:
     """Return the hex key for an answer to ``body`` on ``op``, served for ``tenant``."""

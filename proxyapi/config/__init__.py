@@ -10,6 +10,7 @@ and shows the bad value, and never shows a secret.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,7 @@ from proxyapi.config.model import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FIRST_TOKEN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_KEY_MAX_TOKENS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_REQUEST_TIMEOUT,
     DEFAULT_POOL_SIZE,
@@ -164,17 +166,26 @@ def parse_config(
         ("server", "auth", "providers", "models", "redis", "rate_limits", "cache", "metrics"),
     )
     providers = _parse_providers(resolved.get("providers", []), env)
-    return Config(
+    auth = _parse_auth(c.section(resolved, "auth"), env)
+    config = Config(
         server=_parse_server(c.section(resolved, "server")),
-        auth=_parse_auth(c.section(resolved, "auth"), env),
+        auth=auth,
         providers=providers,
         aliases=_parse_aliases(c.section(resolved, "models"), providers),
-        redis=_parse_redis(c.section(resolved, "redis"), env),
+        redis=_parse_redis(c.section(resolved, "redis"), env, auth, providers),
         rate_limits=_parse_rate_limits(c.section(resolved, "rate_limits")),
-        cache=_parse_cache(c.section(resolved, "cache")),
+        cache=_parse_cache(c.section(resolved, "cache"), env),
         metrics=_parse_metrics(c.section(resolved, "metrics")),
         source=source,
     )
+    uri = config.limits_storage_uri
+    budgets = any(k.token_limits or k.max_concurrent for k in auth.keys)
+    if budgets and not uri.startswith(("memory://", "redis", "rediss://", "unix://")):
+        raise ConfigError(
+            "token_limits and max_concurrent are counted in memory or in Redis; "
+            f"rate_limits.storage_uri is {uri.split('://', 1)[0]}://"
+        )
+    return config
 
 
 def _parse_server(data: Mapping[str, Any]) -> ServerConfig:
@@ -222,8 +233,13 @@ def _parse_metrics(data: Mapping[str, Any]) -> MetricsConfig:
     return MetricsConfig(require_admin=c.get(data, "metrics", "require_admin", c.boolean, False))
 
 
-def _parse_redis(data: Mapping[str, Any], env: Mapping[str, str]) -> RedisConfig:
-    c.only(data, "redis", ("url", "timeout"))
+def _parse_redis(
+    data: Mapping[str, Any],
+    env: Mapping[str, str],
+    auth: AuthConfig,
+    providers: tuple[ProviderConfig, ...],
+) -> RedisConfig:
+    c.only(data, "redis", ("url", "timeout", "namespace", "ca_file"))
     url = data.get("url") or env.get("REDIS_URL") or None
     if url is not None:
         try:
@@ -232,9 +248,40 @@ def _parse_redis(data: Mapping[str, Any], env: Mapping[str, str]) -> RedisConfig
             # Only the scheme is shown: the URL may carry a password.
             shown = url.split("://", 1)[0] + "://..." if "://" in url else "(no scheme)"
             raise ConfigError(f"redis.url (or REDIS_URL) {exc}, got {shown}") from None
+    if data.get("namespace"):
+        namespace, source = data["namespace"], "redis.namespace"
+    elif env.get("PROXYAPI_NAMESPACE"):
+        namespace, source = env["PROXYAPI_NAMESPACE"], "PROXYAPI_NAMESPACE"
+    else:
+        namespace, source = derived_namespace(auth, providers), "derived"
+    try:
+        c.namespace(namespace)
+    except ValueError as exc:
+        raise ConfigError(f"{source} {exc}, got {namespace!r}") from None
     return RedisConfig(
-        url=url, timeout=c.get(data, "redis", "timeout", c.positive_number, DEFAULT_REDIS_TIMEOUT)
+        url=url,
+        timeout=c.get(data, "redis", "timeout", c.positive_number, DEFAULT_REDIS_TIMEOUT),
+        namespace=namespace,
+        namespace_source=source,
+        ca_file=c.get(data, "redis", "ca_file", c.readable_file, "") or None,
     )
+
+
+def derived_namespace(auth: AuthConfig, providers: tuple[ProviderConfig, ...]) -> str:
+    """A namespace that differs between deployments: a digest of their keys and providers.
+
+    Hosts of one deployment (same config, same secrets) get the same one; a gateway with other
+    client keys or other provider credentials gets another. Only digests go in, so the name
+    (shown by /health/ready) reveals nothing.
+    """
+    material = {
+        "keys": sorted([k.name, k.sha256] for k in auth.keys),
+        "providers": sorted(
+            [p.name, p.type, p.base_url, hash_key(p.api_key) if p.api_key else ""]
+            for p in providers
+        ),
+    }
+    return "pxy-" + hash_key(json.dumps(material, sort_keys=True))[:12]
 
 
 def _parse_rate_limits(data: Mapping[str, Any]) -> RateLimitConfig:
@@ -301,10 +348,11 @@ _CACHE_KEYS = (
     "consistency_interval",
     "consistency_sample",
     "single_flight_timeout",
+    "signing_key_env",
 )
 
 
-def _parse_cache(data: Mapping[str, Any]) -> CacheConfig:
+def _parse_cache(data: Mapping[str, Any], env: Mapping[str, str]) -> CacheConfig:
     w = "cache"
     d = CacheConfig()
     c.only(data, w, _CACHE_KEYS)
@@ -325,6 +373,15 @@ def _parse_cache(data: Mapping[str, Any]) -> CacheConfig:
     c.only(smart, "cache.smart_ttl", ("enabled", "min_accesses", "min_hit_rate", "max_ttl"))
     memory = c.section(data, "memory", w)
     c.only(memory, "cache.memory", ("enabled", "max_memory_mb", "max_entries"))
+    signing_env = c.get(data, w, "signing_key_env", c.env_name, "")
+    signing_key = None
+    if signing_env:
+        signing_key = c.secret_from_env(env, signing_env, "cache.signing_key_env")
+        if len(signing_key) < 16:
+            raise ConfigError(
+                f"cache.signing_key_env names {signing_env!r}, whose value is shorter than 16 "
+                "characters; use a long random secret (its value is not shown)"
+            )
     cfg = CacheConfig(
         backend=c.get(data, w, "backend", c.choice(CACHE_BACKENDS), "") or None,
         dir=c.get(data, w, "dir", c.non_empty_str, "") or None,
@@ -356,6 +413,8 @@ def _parse_cache(data: Mapping[str, Any]) -> CacheConfig:
         single_flight_timeout=c.get(
             data, w, "single_flight_timeout", c.positive_number, d.single_flight_timeout
         ),
+        signing_key_env=signing_env or None,
+        signing_key=signing_key,
     )
     if cfg.max_ttl < max(cfg.ttl.values()):
         raise ConfigError(
@@ -380,7 +439,21 @@ def _parse_auth(data: Mapping[str, Any], env: Mapping[str, str]) -> AuthConfig:
 def _parse_key(raw: Any, where: str, env: Mapping[str, str]) -> KeyConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping, got {raw!r}")
-    c.only(raw, where, ("name", "sha256", "key_env", "admin", "models", "limits", "token_limits"))
+    c.only(
+        raw,
+        where,
+        (
+            "name",
+            "sha256",
+            "key_env",
+            "admin",
+            "models",
+            "limits",
+            "token_limits",
+            "max_concurrent",
+            "max_tokens",
+        ),
+    )
     name = c.get(raw, where, "name", c.name, None)
     if ("sha256" in raw) == ("key_env" in raw):
         raise ConfigError(f"{where} ({name}) needs exactly one of 'sha256' or 'key_env'")
@@ -404,6 +477,8 @@ def _parse_key(raw: Any, where: str, env: Mapping[str, str]) -> KeyConfig:
         models=c.get(raw, where, "models", c.glob_list, ()),
         limits=c.get(raw, where, "limits", c.limit_list, None) if "limits" in raw else None,
         token_limits=c.get(raw, where, "token_limits", c.limit_list, ()),
+        max_concurrent=c.get(raw, where, "max_concurrent", c.positive_int, 0) or None,
+        max_tokens=c.get(raw, where, "max_tokens", c.positive_int, DEFAULT_KEY_MAX_TOKENS),
     )
 
 
@@ -456,10 +531,13 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
     for key, only_for in _TYPE_ONLY_KEYS.items():
         if key in raw and ptype != only_for:
             raise ConfigError(f"{where}.{key} applies to type {only_for} only (this is {ptype})")
+    base_url = c.get(raw, where, "base_url", c.url, None).rstrip("/")
+    credential = hash_key(api_key) if api_key else ""
     return ProviderConfig(
         name=name,
         type=ptype,
-        base_url=c.get(raw, where, "base_url", c.url, None).rstrip("/"),
+        base_url=base_url,
+        identity=hash_key(f"{ptype}|{base_url}|{credential}")[:16],
         models=tuple(c.get(raw, where, "models", c.model_list, None)),
         api_key_env=api_key_env or None,
         api_key=api_key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -139,13 +140,35 @@ def header_name(v: Any) -> str:
 
 
 def url(v: Any, schemes: tuple[str, ...] = ("http", "https")) -> str:
-    if not isinstance(v, str) or not re.match(rf"^({'|'.join(schemes)})://[^/\s]+", v):
+    pattern = "|".join(re.escape(s) for s in schemes)
+    if not isinstance(v, str) or not re.match(rf"^({pattern})://[^/\s]+", v):
         raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
     return v
 
 
 def redis_url(v: Any) -> str:
-    return url(v, ("redis", "rediss", "unix"))
+    checked = url(v, ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"))
+    service = checked.split("://", 1)[1].partition("/")[2].strip("/")
+    if checked.startswith("redis+sentinel://") and not service:
+        raise ValueError("must name the Sentinel service: redis+sentinel://host:port,.../service")
+    return checked
+
+
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def namespace(v: Any) -> str:
+    if not isinstance(v, str) or not _NAMESPACE_RE.match(v):
+        raise ValueError(
+            "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return v
+
+
+def readable_file(v: Any) -> str:
+    if not isinstance(v, str) or not os.path.isfile(v) or not os.access(v, os.R_OK):
+        raise ValueError("must name a readable file")
+    return v
 
 
 def boolean(v: Any) -> bool:

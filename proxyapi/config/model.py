@@ -28,6 +28,9 @@ DEFAULT_MAX_REQUEST_TIMEOUT = 600.0
 # drop a request that sends no byte for 30 s, so this stays at 30.
 DEFAULT_FIRST_TOKEN_TIMEOUT = 30.0
 DEFAULT_CLIENT_TIMEOUT = 10.0
+# The completion cap of a request without one, for keys with token budgets: long answers fit,
+# and a budget is not drained by one request that runs on.
+DEFAULT_KEY_MAX_TOKENS = 4096
 DEFAULT_CONNECT_TIMEOUT = 5.0
 # Generous: a large non-streaming completion can take a minute before its first byte.
 DEFAULT_READ_TIMEOUT = 60.0
@@ -66,6 +69,14 @@ class RedisConfig:
 
     url: str | None = field(default=None, repr=False)  # may hold a password
     timeout: float = DEFAULT_REDIS_TIMEOUT
+    # The first part of every key this gateway writes to a shared store (Redis, the cache
+    # folder): deployments with different namespaces never see each other's state.
+    namespace: str = "proxyapi"
+    # Where it came from: "redis.namespace", "PROXYAPI_NAMESPACE" or "derived" (from the keys
+    # and providers, so two different deployments do not collide by accident).
+    namespace_source: str = "derived"
+    # CA bundle to verify a rediss:// server with (a private CA); None: the system's.
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,8 +90,14 @@ class KeyConfig:
     models: tuple[str, ...] = ()
     # Request limits ("60/minute"); None means rate_limits.per_key applies.
     limits: tuple[str, ...] | None = None
-    # Token budgets ("200000/day"), charged with the usage each answer reports.
+    # Token budgets ("200000/day"): each request reserves its most before it is sent and is
+    # settled to its usage after (proxyapi.budgets).
     token_limits: tuple[str, ...] = ()
+    # Requests in flight at once, across every worker and host; None: no limit.
+    max_concurrent: int | None = None
+    # With budgets: the completion cap reserved, and sent upstream, for a request that sets
+    # none (lowered to what the budget has left).
+    max_tokens: int = DEFAULT_KEY_MAX_TOKENS
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,9 @@ class ProviderConfig:
     # Anthropic: the anthropic-version header, and max_tokens when the client sends none.
     anthropic_version: str = DEFAULT_ANTHROPIC_VERSION
     max_tokens: int = DEFAULT_ANTHROPIC_MAX_TOKENS
+    # Who this provider is, for cache keys: a digest of its type, URL and credential (never the
+    # credential), so answers of one account are not served for another's.
+    identity: str = ""
 
 
 @dataclass(frozen=True)
@@ -172,13 +192,21 @@ class RateLimitConfig:
     def any_configured(
         self, keys: tuple[KeyConfig, ...], providers: tuple[ProviderConfig, ...]
     ) -> bool:
-        """Tell whether any limit at all is configured."""
+        """Tell whether any request limit (flask-limiter's) is configured."""
         return bool(
             self.per_key
             or self.global_
             or self.routes
-            or any(k.limits or k.token_limits for k in keys)
+            or any(k.limits for k in keys)
             or any(p.rate_limit for p in providers)
+        )
+
+    def counts_anything(
+        self, keys: tuple[KeyConfig, ...], providers: tuple[ProviderConfig, ...]
+    ) -> bool:
+        """Tell whether anything is counted: request limits, token budgets or concurrency."""
+        return self.any_configured(keys, providers) or any(
+            k.token_limits or k.max_concurrent for k in keys
         )
 
 
@@ -220,6 +248,10 @@ class CacheConfig:
     consistency_sample: int = 20
     # How long identical concurrent requests wait for the first one's answer.
     single_flight_timeout: float = 30.0
+    # Environment variable holding a secret that signs every stored value (HMAC-SHA256); an
+    # unsigned or wrongly signed value is then a miss. None: values are not signed.
+    signing_key_env: str | None = None
+    signing_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -259,6 +291,8 @@ class Config:
     def secrets(self) -> list[str]:
         """Return every secret the config holds, so they can be kept out of responses and logs."""
         found = [p.api_key for p in self.providers if p.api_key]
+        if self.cache.signing_key:
+            found.append(self.cache.signing_key)
         for url in (self.redis.url, self.cache.redis_url, self.rate_limits.storage_uri):
             password = urlsplit(url).password if url else None
             if password:

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    after_this_request,
+    current_app,
+    g,
+    request,
+    stream_with_context,
+)
 
-from proxyapi import auth, cache, observe, ratelimit, routing, upstream
+from proxyapi import auth, budgets, cache, observe, routing, upstream
 from proxyapi.cache.replay import replay_events
 from proxyapi.cache.responses import BYPASS, HIT, MISS, Served
 from proxyapi.config import Config, KeyConfig
 from proxyapi.deadline import Deadline
 from proxyapi.errors import InvalidRequest, ProxyAPIError
 from proxyapi.providers.base import Operation
+from proxyapi.streaming import Relay
+from proxyapi.upstream import Answer
 from proxyapi.validation import read_json_object, validate
 
 bp = Blueprint("completions", __name__, url_prefix="/v1")
@@ -66,6 +76,34 @@ def _proxy(op: Operation) -> Response:
         raise
 
 
+class _Settle:
+    """The one place a request's outcome is settled: tokens into its budget reservation and
+    its usage into the request record, when its response closes (a stream: when it ends)."""
+
+    def __init__(self, ticket: budgets.Ticket | None, record: observe.RequestRecord) -> None:
+        self.ticket = ticket
+        self.record = record
+        self.answer: Answer | None = None
+        self.relay: Relay | None = None
+
+    def attach(self, response: Response) -> Response:
+        response.call_on_close(self.close)
+        return response
+
+    def close(self) -> None:
+        usage = self.relay.usage if self.relay is not None else None
+        if self.answer is not None:
+            usage = self.answer.usage
+        self.record.usage = usage
+        ticket = self.ticket
+        if ticket is not None:
+            ticket.usage = usage
+            ticket.answered = self.answer is not None or self.relay is not None
+            if self.answer is not None:
+                ticket.relayed = self.answer.body
+            ticket.settle()
+
+
 def _serve(op: Operation) -> Response:
     config: Config = current_app.extensions["proxyapi.config"]
     deadline = request_deadline(config)
@@ -78,16 +116,21 @@ def _serve(op: Operation) -> Response:
     targets = router.resolve(model)
     record.model_label = router.metric_label(model)
     auth.check_model(key, model, (t.model for t in targets))
-    limits: ratelimit.Limits = current_app.extensions[ratelimit.EXTENSION]
-    token_headers = limits.check_tokens(key)
+    # Reserved before anything is sent, settled once when the response closes (_Settle).
+    ticket, sent = current_app.extensions[budgets.EXTENSION].reserve(key, op, body)
+    settle = _Settle(ticket, record)
+    after_this_request(settle.attach)
+    token_headers = ticket.headers() if ticket is not None else {}
     up: upstream.Upstream = current_app.extensions[upstream.EXTENSION]
     responses = current_app.extensions[cache.EXTENSION].responses
     plan = responses.plan(
         op,
-        body,
+        body,  # as the client sent it: the gateway's own cap must not change the cache key
         request.path,
-        key.name,
-        [(t.provider.name, t.model) for t in targets],
+        # The key by name and digest, the providers by name and identity (URL, credential):
+        # a renamed or reissued key, or another account, never gets another one's answers.
+        f"{key.name}:{key.sha256[:16]}",
+        [(t.provider.name, t.provider.identity, t.model) for t in targets],
         request.cache_control,
     )
     if body.get("stream"):
@@ -102,18 +145,21 @@ def _serve(op: Operation) -> Response:
                 return replayed
         # A token budget needs the stream's usage: ask for it, and keep the usage-only chunk
         # from a client that did not.
-        count_tokens = bool(key.token_limits) and not options.get("include_usage")
+        count_tokens = ticket is not None and not options.get("include_usage")
         if count_tokens:
-            body = {**body, "stream_options": {**options, "include_usage": True}}
-        started = up.open_stream(targets, op, body, deadline)
-        started.relay.strip_usage = count_tokens
+            sent = {**sent, "stream_options": {**options, "include_usage": True}}
+        started = up.open_stream(targets, op, sent, deadline)
+        relay = settle.relay = started.relay
+        relay.strip_usage = count_tokens
+        if ticket is not None:
+            relay.watch = ticket.watch
         record.provider = started.provider
         record.cache = BYPASS if plan.key is None else MISS
         record.attempts = started.attempts
         record.upstream_seconds = started.upstream_seconds
         record.stream = True
-        response = Response(
-            stream_with_context(started.relay.events()),
+        return Response(
+            stream_with_context(relay.events()),
             mimetype="text/event-stream",
             headers={
                 **SSE_HEADERS,
@@ -123,24 +169,14 @@ def _serve(op: Operation) -> Response:
                 ATTEMPTS_HEADER: str(started.attempts),
             },
         )
-        relay = started.relay
-
-        def settle() -> None:
-            # Runs when the stream has ended, before the request's record is logged.
-            record.usage = relay.usage
-            limits.charge_tokens(key, relay.usage)
-
-        response.call_on_close(settle)
-        return response
-    served = responses.serve(plan, lambda: up.complete(targets, op, body, deadline), deadline)
+    served = responses.serve(plan, lambda: up.complete(targets, op, sent, deadline), deadline)
     answer = served.answer
     record.provider = answer.provider
     record.cache = served.x_cache
     if served.x_cache != HIT:  # a cached answer spends no tokens
         record.attempts = answer.attempts
         record.upstream_seconds = answer.upstream_seconds
-        record.usage = answer.usage
-        limits.charge_tokens(key, answer.usage)
+        settle.answer = answer
     return Response(
         answer.body,
         mimetype="application/json",

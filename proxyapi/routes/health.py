@@ -38,7 +38,9 @@ def ready() -> Response:
     is ``fail-closed``. An unreachable Redis used for breakers and figures, or open breakers,
     are reported but leave the worker ready: it still answers (each worker on its own state,
     or with a fallback provider), and taking every instance out of a load balancer at once
-    for a provider outage would turn it into a total one.
+    for a provider outage would turn it into a total one: ``degraded`` says so instead.
+    ``namespace`` is the prefix of every key this deployment writes to shared stores (hosts of
+    one deployment show the same one).
     """
     config: Config = current_app.extensions["proxyapi.config"]
     limits: ratelimit.Limits = current_app.extensions[ratelimit.EXTENSION]
@@ -49,8 +51,11 @@ def ready() -> Response:
         checks["rate_limit_storage"] = "ok" if limits.limiter.storage.check() else "unreachable"
     refusing = checks.get("rate_limit_storage") == "unreachable" and limits.policy == "fail-closed"
     breakers = {name: up.breakers.get(name).current_state for name in up.providers}
+    degraded = any(state != "ok" for name, state in checks.items() if state != "not configured")
     body = {
         "status": "not ready" if refusing else "ready",
+        "degraded": degraded,
+        "namespace": {"name": config.redis.namespace, "source": config.redis.namespace_source},
         "worker_pid": os.getpid(),
         "config": {
             "source": config.source,

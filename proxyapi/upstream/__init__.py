@@ -168,7 +168,10 @@ class Upstream:
         self.adapters: dict[str, Adapter] = {p.name: adapter_for(p) for p in config.providers}
         self.stats = {p.name: ProviderStats() for p in config.providers}
         self.breakers = Breakers(
-            config.providers, client, on_state=(observer or NO_OBSERVER).breaker
+            config.providers,
+            client,
+            on_state=(observer or NO_OBSERVER).breaker,
+            namespace=config.redis.namespace,
         )
         self.fleet = fleet
         if fleet is not None:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "proxyapi:breaker"
+# Redis keys: <namespace>:breaker:<provider>:... (the deployment's namespace first).
+NAMESPACE = "breaker"
 # How long to wait before asking an unreachable Redis again for a breaker's storage.
 REDIS_RETRY = 5.0
 # How long a worker trusts the breaker state it last read from Redis. pybreaker reads the state
@@ -82,8 +83,10 @@ class Breakers:
         providers: tuple[ProviderConfig, ...],
         client: redis.Redis | None = None,
         on_state: Callable[[str, str], None] | None = None,
+        namespace: str = "proxyapi",
     ) -> None:
         self.providers = {p.name: p for p in providers}
+        self.namespace = f"{namespace}:{NAMESPACE}"
         self._listeners = [_StateListener(on_state)] if on_state is not None else []
         self.shared = client is not None
         # decode_responses must stay False on this client for CircuitRedisStorage.
@@ -116,7 +119,7 @@ class Breakers:
                     return self._shared[name]
                 try:
                     storage = CachedRedisStorage(
-                        pybreaker.STATE_CLOSED, self._redis, namespace=f"{NAMESPACE}:{name}"
+                        pybreaker.STATE_CLOSED, self._redis, namespace=f"{self.namespace}:{name}"
                     )
                 except redis.RedisError as exc:
                     self._next_try[name] = time.monotonic() + REDIS_RETRY

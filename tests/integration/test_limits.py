@@ -79,21 +79,26 @@ def test_token_budget_with_streams(
     fake: FakeUpstream, launch: Callable[..., GatewayProcess], sdk: Callable[..., openai.OpenAI]
 ) -> None:
     config = base_config(fake)
-    config["auth"]["keys"][0]["token_limits"] = ["30/minute"]
+    config["auth"]["keys"][0]["token_limits"] = ["100/minute"]
     gw = launch(config)
     client = sdk(gw)
-    for _ in range(3):  # about 13 tokens each: the third crosses the budget
+    # Each stream reserves its prompt (about 11) and the rest of the budget as its cap, and
+    # uses 13 (the fake's usage): after 6 of them 22 are left, less than a prompt and the
+    # smallest cap (16) need.
+    for _ in range(6):
         chunks = list(
             client.chat.completions.create(
                 model="gpt-4o-mini", messages=CHAT["messages"], stream=True
             )
         )
         assert all(c.usage is None for c in chunks)  # the client did not ask for usage
-    assert all(c.body["stream_options"] == {"include_usage": True} for c in fake.calls())
+    sent = [c.body for c in fake.calls()]
+    assert all(b["stream_options"] == {"include_usage": True} for b in sent)
+    assert sent[0]["max_completion_tokens"] == 100 - 11 and sent[-1]["max_completion_tokens"] < 89
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model="gpt-4o-mini", messages=CHAT["messages"])
     assert info.value.code == "token_budget_exceeded"
-    assert len(fake.calls()) == 3  # refused before any upstream call
+    assert len(fake.calls()) == 6  # refused before any upstream call
     # Another key is not affected.
     assert chat(gw, BOB_KEY).status_code == 200
 

@@ -204,7 +204,7 @@ def test_interpolation_with_defaults_and_escape() -> None:
         (
             {"redis": {"url": "http://user:hunter2@h"}},
             {},
-            "redis.url (or REDIS_URL) must be a URL starting with redis:// or rediss:// or unix://, got http://...",
+            "redis.url (or REDIS_URL) must be a URL starting with redis:// or rediss:// or unix:// or redis+sentinel:// or redis+cluster://, got http://...",
         ),
         ({}, {"REDIS_URL": "localhost:6379"}, "got (no scheme)"),
         (

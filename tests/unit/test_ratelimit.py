@@ -55,7 +55,11 @@ def make(keys: list[dict[str, Any]], **rate_limits: Any) -> FlaskClient:
 def post(
     client: FlaskClient, key: str, body: dict[str, Any] = CHAT, path: str = "/v1/chat/completions"
 ) -> Any:
-    return client.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+    resp = client.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+    if not body.get("stream"):
+        resp.get_data()
+        resp.close()  # as the WSGI server does once the body is sent: the tokens are settled
+    return resp
 
 
 @pytest.fixture
@@ -118,18 +122,60 @@ def test_route_limit_applies_to_its_path_only(upstream: Any) -> None:
     assert post(client, "b").status_code == 200  # chat is not limited
 
 
-def test_token_budget_is_charged_and_refuses_before_any_upstream_call(upstream: Any) -> None:
-    client = make([{"name": "t", "token_limits": ["25/minute"]}])
-    first = post(client, "t")
-    assert first.headers["X-RateLimit-Limit-Tokens"] == "25"
-    assert first.headers["X-RateLimit-Remaining-Tokens"] == "25"
-    assert post(client, "t").headers["X-RateLimit-Remaining-Tokens"] == "15"
-    assert post(client, "t").status_code == 200  # 20 spent, 5 left: the answer costs 10
-    refused = post(client, "t")
+def test_token_budget_is_reserved_settled_and_refuses_before_any_upstream_call(
+    upstream: Any,
+) -> None:
+    client = make([{"name": "t", "token_limits": ["60/minute"]}])
+    capped = {**CHAT, "max_tokens": 10}  # prompt estimate 11 (32 bytes / 3) + 10 reserved
+    first = post(client, "t", capped)
+    assert first.headers["X-RateLimit-Limit-Tokens"] == "60"
+    assert first.headers["X-RateLimit-Remaining-Tokens"] == "39"  # 60 - 21 reserved
+    # The first was settled to its usage (10): 60 - 10 - 21.
+    assert post(client, "t", capped).headers["X-RateLimit-Remaining-Tokens"] == "29"
+    assert post(client, "t", capped).status_code == 200
+    assert post(client, "t", capped).headers["X-RateLimit-Remaining-Tokens"] == "9"
+    refused = post(client, "t", capped)  # 20 left, 21 needed
     assert refused.status_code == 429
     assert refused.json["error"]["code"] == "token_budget_exceeded"
+    assert "needs about 21 and 20 are left" in refused.json["error"]["message"]
     assert int(refused.headers["Retry-After"]) >= 1
-    assert len(upstream.calls) == 3
+    assert len(upstream.calls) == 4
+
+
+def test_a_request_without_max_tokens_gets_the_cap_the_budget_has_left(upstream: Any) -> None:
+    client = make([{"name": "t", "token_limits": ["100/minute"], "max_tokens": 50}])
+    assert post(client, "t").status_code == 200
+    assert json.loads(upstream.calls[-1].request.body)["max_completion_tokens"] == 50
+    for _ in range(6):  # 10 used each: 30 left after these
+        post(client, "t", {**CHAT, "max_tokens": 5})
+    assert post(client, "t").status_code == 200
+    # 30 left, 11 of them for the prompt: the cap is lowered to 19.
+    assert json.loads(upstream.calls[-1].request.body)["max_completion_tokens"] == 19
+    # The client's own max_tokens is never lowered: it fits, or the request is refused.
+    assert post(client, "t", {**CHAT, "max_tokens": 100}).status_code == 429
+
+
+def test_max_concurrent_counts_requests_in_flight() -> None:
+    app = create_app(
+        {
+            "auth": {"keys": [{"name": "c", "sha256": hash_key("c"), "max_concurrent": 2}]},
+            "providers": [{"name": "up", "base_url": URL, "models": ["m"]}],
+        }
+    )
+    budgets = app.extensions["proxyapi.budgets"]
+    key = app.extensions["proxyapi.config"].auth.keys[0]
+    from proxyapi.budgets import BudgetExceeded
+    from proxyapi.providers.base import Operation
+
+    first, _ = budgets.reserve(key, Operation.CHAT, dict(CHAT))
+    second, _ = budgets.reserve(key, Operation.CHAT, dict(CHAT))
+    with pytest.raises(BudgetExceeded) as info:
+        budgets.reserve(key, Operation.CHAT, dict(CHAT))
+    assert info.value.error_code == "concurrency_limit_exceeded"
+    first.settle()
+    first.settle()  # once only
+    third, _ = budgets.reserve(key, Operation.CHAT, dict(CHAT))
+    assert third is not None and second is not None
 
 
 def test_health_is_never_limited() -> None:
@@ -247,16 +293,35 @@ def test_stream_usage_is_asked_for_and_kept_from_a_client_that_did_not(upstream:
     upstream.replace(
         responses.POST, f"{URL}/chat/completions", body=events, content_type="text/event-stream"
     )
-    client = make([{"name": "t", "token_limits": ["20/minute"]}])
+    client = make([{"name": "t", "token_limits": ["60/minute"]}])
     streamed = post(client, "t", {**CHAT, "stream": True})
     body = b"".join(streamed.response)
-    streamed.close()  # as the WSGI server does once the body is sent: the tokens are charged
+    streamed.close()  # as the WSGI server does once the body is sent: the tokens are settled
     assert b'"usage"' not in body and body.endswith(b"data: [DONE]\n\n")
     sent = json.loads(upstream.calls[-1].request.body)
     assert sent["stream_options"] == {"include_usage": True}
+    assert sent["max_completion_tokens"] == 49  # what the budget had left after the prompt
     upstream.replace(responses.POST, f"{URL}/chat/completions", json=answer())
-    resp = post(client, "t")
-    assert resp.headers["X-RateLimit-Remaining-Tokens"] == "8"  # 12 of 20 charged
+    resp = post(client, "t", {**CHAT, "max_tokens": 10})
+    assert resp.headers["X-RateLimit-Remaining-Tokens"] == "27"  # 60 - 12 used - 21 reserved
+
+
+def test_a_stream_without_usage_is_charged_from_what_was_relayed(upstream: Any) -> None:
+    events = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "' + b"x" * 400 + b'"}}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    upstream.replace(
+        responses.POST, f"{URL}/chat/completions", body=events, content_type="text/event-stream"
+    )
+    client = make([{"name": "t", "token_limits": ["1000/minute"]}])
+    streamed = post(client, "t", {**CHAT, "stream": True})
+    b"".join(streamed.response)
+    streamed.close()
+    upstream.replace(responses.POST, f"{URL}/chat/completions", json=answer())
+    resp = post(client, "t", {**CHAT, "max_tokens": 10})
+    # 11 (prompt estimate) + 100 (400 characters relayed) charged, never 0.
+    assert resp.headers["X-RateLimit-Remaining-Tokens"] == str(1000 - 111 - 21)
 
 
 def models_from(client: FlaskClient, key: str, address: str) -> int:

@@ -1,0 +1,350 @@
+"""Token budgets and concurrent requests per key: reserve before the upstream call, settle
+after it (DESIGN.md section 6).
+
+Before a request goes upstream, an estimate of the most it can cost is reserved against each of
+the key's ``token_limits``, and a slot against its ``max_concurrent``, atomically and all at
+once (:meth:`Budgets.reserve`); a request that does not fit is refused with 429 before any
+upstream call. The estimate is the prompt (:func:`estimate_prompt`: the JSON of its input at
+three bytes a token, a conservative count for most text) plus the completion it may produce:
+the client's ``max_completion_tokens``/``max_tokens`` times ``n``, or, when it sends none, the
+key's ``max_tokens`` ceiling, which the gateway then sends upstream itself (lowered to what the
+budget has left). When the request ends (:meth:`Ticket.settle`, once, when its response
+closes) the reservation is corrected to what the provider reported, or, with no usage (the
+client left mid-stream, the provider sent none), to an estimate from what was relayed, never
+zero; the slot is freed.
+
+So the tokens served never exceed a budget by more than what in-flight requests used beyond
+their reservations: a prompt larger than its estimate, or a provider that ignored the cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+from limits import parse_many
+
+from proxyapi.budgets.store import (
+    OVER_BUDGET,
+    RESERVED,
+    TOO_MANY,
+    Ask,
+    BudgetStore,
+    MemoryBudgetStore,
+    Outcome,
+    RedisBudgetStore,
+    Rule,
+)
+from proxyapi.errors import ProxyAPIError
+from proxyapi.jsonio import encode_json
+from proxyapi.providers.base import Operation, Usage
+
+if TYPE_CHECKING:
+    from proxyapi.config import Config, KeyConfig
+
+EXTENSION = "proxyapi.budgets"
+log = logging.getLogger(__name__)
+
+# Headers that tell a client its token budget, named after OpenAI's own.
+TOKEN_HEADERS = (
+    "X-RateLimit-Limit-Tokens",
+    "X-RateLimit-Remaining-Tokens",
+    "X-RateLimit-Reset-Tokens",
+)
+# Bytes of a request's input JSON per estimated prompt token. Tokenizers average about four
+# characters a token in English and fewer in code or other scripts; three errs on the high
+# side, and the settle refunds the difference.
+BYTES_PER_TOKEN = 3
+# An inline image or file (a data: URL) counts this many tokens, not its base64 length.
+DATA_URL_TOKENS = 1500
+# A flexible request is refused rather than given a smaller completion cap than this.
+MIN_COMPLETION = 16
+# When the client sends no max_tokens to the legacy completions endpoint, OpenAI stops at 16.
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+# The text a stream or an answer carried (content, tool arguments, legacy text, refusals).
+_TEXT = re.compile(rb'"(?:content|text|arguments|refusal)":\s*"((?:[^"\\]|\\.)*)"')
+
+
+class BudgetExceeded(ProxyAPIError):
+    code = 429
+    type = "rate_limit_error"
+    error_code = "token_budget_exceeded"
+    description = "Token budget reached."
+
+
+class BudgetStorageUnavailable(ProxyAPIError):
+    code = 503
+    type = "service_unavailable"
+    error_code = "rate_limit_storage_unavailable"
+    description = "The budget store is unreachable and the gateway is set to fail closed."
+
+
+@dataclass(frozen=True)
+class KeyBudget:
+    """A key's budgets, concurrency limit and completion ceiling."""
+
+    rules: tuple[Rule, ...]
+    max_concurrent: int
+    max_tokens: int
+
+
+def estimate_prompt(op: Operation, body: Mapping[str, Any]) -> int:
+    """Tokens a request's input may take (an overestimate for most text; see module doc)."""
+    field = {Operation.CHAT: "messages", Operation.COMPLETIONS: "prompt"}.get(op, "input")
+    value = body.get(field)
+    data_urls = 0
+
+    def shrink(item: Any) -> Any:
+        nonlocal data_urls
+        if isinstance(item, str) and item.startswith("data:"):
+            data_urls += 1
+            return ""
+        if isinstance(item, dict):
+            return {k: shrink(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [shrink(v) for v in item]
+        return item
+
+    text = len(encode_json(shrink(value)))
+    if op is Operation.CHAT and body.get("tools"):
+        text += len(encode_json(body["tools"]))
+    return math.ceil(text / BYTES_PER_TOKEN) + data_urls * DATA_URL_TOKENS
+
+
+def text_tokens(data: bytes) -> int:
+    """Estimate the tokens of the text in answer or stream bytes (when no usage came)."""
+    chars = sum(len(m.group(1)) for m in _TEXT.finditer(data))
+    return math.ceil(chars / 4)
+
+
+class Ticket:
+    """One request's reservation; settled exactly once, when the request ends."""
+
+    def __init__(
+        self,
+        budgets: Budgets,
+        key: str,
+        plan: KeyBudget,
+        prompt: int,
+        reserved: int,
+        outcome: Outcome | None,
+        store: BudgetStore | None,
+        ticket: str,
+    ) -> None:
+        self._budgets = budgets
+        self.key = key
+        self.plan = plan
+        self.prompt = prompt
+        self.reserved = reserved
+        self.outcome = outcome
+        self._store = store
+        self._id = ticket
+        self._lock = threading.Lock()
+        self._settled = False
+        # What the request used: the provider's usage; else, once an answer or a stream began,
+        # the prompt plus an estimate of the text relayed (an answer's bytes, a stream's count).
+        self.answered = False
+        self.usage: Usage | None = None
+        self.relayed = b""
+        self.relayed_tokens = 0
+
+    def watch(self, events: bytes) -> None:
+        """Count the text of stream events as they are sent (the fallback when no usage)."""
+        self.relayed_tokens += text_tokens(events)
+
+    def headers(self) -> dict[str, str]:
+        """The token-budget headers for the response (none without a budget)."""
+        outcome = self.outcome
+        if outcome is None or not outcome.rule:
+            return {}
+        rule = self.plan.rules[outcome.rule - 1]
+        remaining = max(0, math.floor(outcome.remaining))
+        values = (str(rule.amount), str(remaining), str(outcome.reset))
+        return dict(zip(TOKEN_HEADERS, values, strict=True))
+
+    def used(self) -> int:
+        """Tokens to charge: the usage reported, else an estimate from what was relayed."""
+        if self.usage is not None and self.usage.total_tokens > 0:
+            return self.usage.total_tokens
+        if not self.answered:
+            return 0  # no provider answered: nothing was generated
+        return self.prompt + self.relayed_tokens + text_tokens(self.relayed)
+
+    def settle(self) -> None:
+        """Correct the budgets to what was used and free the concurrency slot (once)."""
+        with self._lock:
+            if self._settled:
+                return
+            self._settled = True
+        if self._store is None or self.outcome is None:
+            return
+        self._budgets.settle(self, self._store, self.outcome, self.used() - self.reserved)
+
+
+class Budgets:
+    """The keys' budgets and the store that counts them."""
+
+    def __init__(
+        self,
+        config: Config,
+        shared: BudgetStore | None,
+        on_redis_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.policy = config.rate_limits.on_storage_error
+        self.on_redis_error = on_redis_error
+        self.plans = {
+            k.name: KeyBudget(_rules(k.token_limits), k.max_concurrent or 0, k.max_tokens)
+            for k in config.auth.keys
+            if k.token_limits or k.max_concurrent
+        }
+        self.shared = shared
+        self.local = MemoryBudgetStore()
+        # A reservation lives at most this long (a worker that dies mid-request frees its
+        # slot when the lease runs out): the longest a request may take, twice over.
+        self.lease = 2 * config.server.max_request_timeout
+        self.errors = 0
+
+    def applies(self, key: KeyConfig) -> bool:
+        """Tell whether ``key`` has budgets or a concurrency limit."""
+        return key.name in self.plans
+
+    def reserve(
+        self, key: KeyConfig, op: Operation, body: dict[str, Any]
+    ) -> tuple[Ticket | None, dict[str, Any]]:
+        """Reserve for a request; return its ticket and the body to send (with the cap the
+        gateway sets). Raise 429 when it does not fit."""
+        plan = self.plans.get(key.name)
+        if plan is None:
+            return None, body
+        prompt = estimate_prompt(op, body) if plan.rules else 0
+        completion, flexible, n = _completion(op, body, plan.max_tokens)
+        ticket_id = uuid.uuid4().hex
+        ask = Ask(
+            prompt=prompt,
+            completion=completion,
+            flexible=flexible,
+            min_completion=min(MIN_COMPLETION * n, completion),
+            max_concurrent=plan.max_concurrent,
+            ticket=ticket_id,
+            lease=self.lease,
+        )
+        outcome, store = self._reserve(key.name, plan, ask)
+        if outcome is None:  # fail-open during a store outage
+            return Ticket(self, key.name, plan, prompt, 0, None, None, ticket_id), body
+        if outcome.status == TOO_MANY:
+            raise BudgetExceeded(
+                f"Key '{key.name}' already has {plan.max_concurrent} requests in flight "
+                "(its max_concurrent); retry when one has finished.",
+                error_code="concurrency_limit_exceeded",
+                headers={"Retry-After": "1"},
+            )
+        ticket = Ticket(
+            self, key.name, plan, prompt, prompt + outcome.completion, outcome, store, ticket_id
+        )
+        if outcome.status == OVER_BUDGET:
+            rule = plan.rules[outcome.rule - 1]
+            needs = prompt + (ask.min_completion if flexible else completion)
+            raise BudgetExceeded(
+                f"Token budget reached for key '{key.name}': {rule.text} tokens; this request "
+                f"needs about {needs} and {math.floor(outcome.remaining)} are left. Retry in "
+                f"{outcome.reset}s.",
+                headers={**ticket.headers(), "Retry-After": str(max(1, outcome.reset))},
+            )
+        assert outcome.status == RESERVED
+        if flexible and plan.rules:
+            body = _with_cap(op, body, outcome.completion // n)
+        return ticket, body
+
+    def _reserve(
+        self, key: str, plan: KeyBudget, ask: Ask
+    ) -> tuple[Outcome | None, BudgetStore | None]:
+        store: BudgetStore = self.shared if self.shared is not None else self.local
+        try:
+            return store.reserve(key, plan.rules, ask, time.time()), store
+        except Exception as exc:
+            if self.shared is None or not _is_store_error(exc):
+                raise
+            self._outage(exc)
+            if self.policy == "fail-closed":
+                raise BudgetStorageUnavailable() from exc
+            if self.policy == "fail-open":
+                return None, None
+            return self.local.reserve(key, plan.rules, ask, time.time()), self.local
+
+    def settle(self, ticket: Ticket, store: BudgetStore, outcome: Outcome, delta: int) -> None:
+        """Apply a ticket's correction (called by :meth:`Ticket.settle`)."""
+        try:
+            store.settle(
+                ticket.key,
+                ticket.plan.rules,
+                outcome.windows,
+                delta,
+                ticket._id,
+                ticket.plan.max_concurrent > 0,
+            )
+        except Exception as exc:
+            if store is self.local or not _is_store_error(exc):
+                raise
+            self._outage(exc)  # the lease frees the slot; the correction is lost
+
+    def _outage(self, exc: Exception) -> None:
+        self.errors += 1
+        if self.on_redis_error is not None:
+            self.on_redis_error("budgets")
+        log.warning("budget store unreachable (%s): %s", exc.__class__.__name__, self.policy)
+
+
+def _is_store_error(exc: Exception) -> bool:
+    import redis
+
+    return isinstance(exc, redis.RedisError)
+
+
+def _rules(limits: tuple[str, ...]) -> tuple[Rule, ...]:
+    items = [item for text in limits for item in parse_many(text)]
+    return tuple(Rule(item.amount, item.get_expiry(), str(item)) for item in items)
+
+
+def _completion(op: Operation, body: Mapping[str, Any], ceiling: int) -> tuple[int, bool, int]:
+    """Completion tokens a request may produce, whether the gateway sets that cap, and n."""
+    if op is Operation.EMBEDDINGS:
+        return 0, False, 1
+    n = body.get("n")
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    asked = body.get("max_completion_tokens")
+    if asked is None:
+        asked = body.get("max_tokens")
+    if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+        return asked * n, False, n
+    if op is Operation.COMPLETIONS:
+        return COMPLETIONS_DEFAULT_MAX_TOKENS * n, False, n
+    return ceiling * n, True, n
+
+
+def _with_cap(op: Operation, body: dict[str, Any], cap: int) -> dict[str, Any]:
+    """The body with the completion cap the reservation was made for."""
+    # max_completion_tokens is the name OpenAI and Azure take for every chat model (reasoning
+    # models refuse max_tokens); the Anthropic adapter maps it to its own max_tokens.
+    name = "max_completion_tokens" if op is Operation.CHAT else "max_tokens"
+    return {**body, name: max(1, cap)}
+
+
+def init_app(
+    app: Flask,
+    config: Config,
+    client: Any | None,
+    on_redis_error: Callable[[str], None] | None = None,
+) -> Budgets:
+    """Keep the app's :class:`Budgets` in ``app.extensions`` (shared through ``client``)."""
+    shared = RedisBudgetStore(client, config.redis.namespace) if client is not None else None
+    budgets = Budgets(config, shared, on_redis_error)
+    app.extensions[EXTENSION] = budgets
+    return budgets
