@@ -8,7 +8,8 @@ it), then measures, in one run on one machine, with ``wrk`` (Debian package ``wr
 - RSS of each gateway worker after the load.
 
 Run: ``python bench/overhead.py [--workers 2] [--duration 10] [--redis]``. Prints a table and
-the ratios. ``--redis`` runs the gateway in distributed mode against a redis-server it starts.
+the ratios. ``--redis`` runs the gateway in distributed mode against a redis-server it starts;
+then each variant also reports the Redis round trips one request costs (counted with MONITOR).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,8 @@ KEY_AND_GLOBAL: dict[str, Any] = {
     "key_limits": ["1000000/minute"],
     "rate_limits": {"global": ["1000000/minute"]},
 }
+# A token budget too large to be reached: every request reserves and settles.
+BUDGET: dict[str, Any] = {"token_limits": ["1000000000/day"]}
 CACHE_MISS: dict[str, Any] = {"body": DETERMINISTIC, "headers": {"Cache-Control": "no-cache"}}
 CACHE_HIT: dict[str, Any] = {"body": DETERMINISTIC}
 
@@ -77,6 +81,8 @@ def start_gateway(
     key: dict[str, Any] = {"name": "bench", "key_env": "BENCH_KEY"}
     if "key_limits" in variant:
         key["limits"] = variant["key_limits"]
+    if "token_limits" in variant:
+        key["token_limits"] = variant["token_limits"]
     config.write_text(
         json.dumps(
             {
@@ -173,6 +179,41 @@ def wrk(
     return result
 
 
+def redis_round_trips_per_request(
+    server: RedisServer, url: str, headers: dict[str, str], body: dict[str, Any], n: int = 200
+) -> float:
+    """Redis round trips one request costs, counted with MONITOR over ``n`` requests.
+
+    A command a Lua script runs inside Redis is not a round trip and is not counted (MONITOR
+    marks it ``lua``); the figures each worker publishes every 2 s are, spread over the
+    requests of those seconds.
+    """
+    monitor_client = server.client()
+    counted: list[int] = [0]
+    stop = threading.Event()
+
+    def watch() -> None:
+        with monitor_client.monitor() as monitor:
+            for command in monitor.listen():
+                if stop.is_set():
+                    return
+                if command.get("client_type") != "lua":
+                    counted[0] += 1
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    counted[0] = 0
+    with requests.Session() as session:
+        for _ in range(n):
+            session.post(url, json=body, headers=headers, timeout=5).raise_for_status()
+    time.sleep(0.3)
+    result = counted[0] / n
+    stop.set()
+    server.client().ping()  # wakes the monitor so it sees the stop
+    return result
+
+
 def worker_rss_mb(log: Path) -> list[float]:
     rss = []
     for pid in re.findall(r"Booting worker with pid: (\d+)", log.read_text()):
@@ -210,6 +251,11 @@ def main() -> None:
         help="also measure the gateway with a per-key limit, and with per-key and global ones",
     )
     parser.add_argument(
+        "--budget",
+        action="store_true",
+        help="also measure the gateway with a token budget (reserve and settle per request)",
+    )
+    parser.add_argument(
         "--cache",
         action="store_true",
         help="also measure cacheable requests: always missing (no-cache), and always hitting",
@@ -226,11 +272,14 @@ def main() -> None:
     if args.limits:
         variants.append(("+ key limit", KEY_LIMIT))
         variants.append(("+ key & global", KEY_AND_GLOBAL))
+    if args.budget:
+        variants.append(("+ token budget", BUDGET))
     if args.cache:
         variants.append(("cache miss", CACHE_MISS))
         variants.append(("cache hit", CACHE_HIT))
     results: dict[str, dict[str, dict[str, float]]] = {}
     rss: dict[str, list[float]] = {}
+    commands: dict[str, float] = {}
     try:
         results["direct"] = measure(
             f"http://127.0.0.1:{up_port}/v1/chat/completions", {}, args.duration, tmp
@@ -248,6 +297,10 @@ def main() -> None:
                 wrk(gw_url, 16, 2, headers, tmp, body)  # warm-up: imports, pools, caches
                 results[name] = measure(gw_url, headers, args.duration, tmp, body)
                 rss[name] = worker_rss_mb(log)
+                if redis_server is not None:
+                    commands[name] = redis_round_trips_per_request(
+                        redis_server, gw_url, headers, body
+                    )
             finally:
                 gateway.send_signal(signal.SIGTERM)
                 gateway.wait(timeout=30)
@@ -281,6 +334,8 @@ def main() -> None:
     for name, _ in variants[1:]:
         cost = results[name]["c1"]["p50"] - results["gateway"]["c1"]["p50"]
         print(f"{name} vs gateway, p50 at c=1: {cost:+.3f} ms per request")
+    for name, per_request in commands.items():
+        print(f"{name}: {per_request:.2f} Redis round trips per request")
 
 
 if __name__ == "__main__":
