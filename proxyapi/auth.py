@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, current_app, g, request
 
 from proxyapi import ratelimit
+from proxyapi.config.values import hash_key, is_sha256_hex
 from proxyapi.errors import AuthenticationFailed, PermissionDenied, ProxyAPIError
 
 if TYPE_CHECKING:
@@ -28,22 +28,12 @@ if TYPE_CHECKING:
     from proxyapi.ratelimit import Limits
 
 EXTENSION = "proxyapi.auth"
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+__all__ = ["EXTENSION", "KeyRing", "authenticate", "hash_key", "init_app", "is_sha256_hex"]
 
 NO_KEYS_MESSAGE = (
     "No API keys are configured, so every request is refused. Set PROXYAPI_KEYS=key1,key2 "
     "in the environment, or add auth.keys to the config file (see docs/configuration.md)."
 )
-
-
-def hash_key(key: str) -> str:
-    """Return the SHA-256 hex digest under which a client key is stored."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def is_sha256_hex(value: str) -> bool:
-    """Tell whether ``value`` looks like a lowercase SHA-256 hex digest."""
-    return bool(_HEX64.match(value))
 
 
 class KeyRing:

@@ -11,8 +11,8 @@ import sys
 import click
 from flask import Flask
 
-from proxyapi.auth import hash_key
 from proxyapi.config import ConfigError, load_config
+from proxyapi.config.values import hash_key
 
 
 @click.command("hash-key")

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 
 from flask import Flask
 
+from proxyapi.config.values import is_glob, lists_model
 from proxyapi.errors import ModelNotFound
 
 if TYPE_CHECKING:
     from proxyapi.config import Config, ProviderConfig
 
 EXTENSION = "proxyapi.router"
-_GLOB_CHARS = frozenset("*?[")
+__all__ = ["EXTENSION", "Router", "Target", "init_app", "is_glob", "lists_model"]
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,6 @@ class Target:
 
     provider: ProviderConfig
     model: str
-
-
-def is_glob(pattern: str) -> bool:
-    """Tell whether a ``models`` entry is a glob rather than a model name."""
-    return not _GLOB_CHARS.isdisjoint(pattern)
-
-
-def lists_model(patterns: tuple[str, ...], model: str) -> bool:
-    """Tell whether a ``models`` list names ``model`` exactly or by a glob."""
-    return model in patterns or any(is_glob(p) and fnmatchcase(model, p) for p in patterns)
 
 
 class Router:
