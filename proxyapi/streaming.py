@@ -1,24 +1,26 @@
-"""Relay a provider's server-sent events to the client as they arrive.
+"""Relay a provider's server-sent events to the client as they arrive, in any dialect.
 
 The upstream is read on a helper thread so the response thread can wake up while the upstream
-is silent and send an SSE comment (``: ping``): that keeps platform routers and proxies from
-cutting an idle stream, and it is the write that reveals a client which has gone away.
-(A read timeout on the upstream socket cannot do this: a timeout in the middle of a chunked
-read leaves urllib3's response in an unknown state.)
+is silent and send an SSE comment (``: ping``, which every SSE client ignores): that keeps
+platform routers and proxies from cutting an idle stream, and it is the write that reveals a
+client which has gone away. (A read timeout on the upstream socket cannot do this: a timeout
+in the middle of a chunked read leaves urllib3's response in an unknown state.)
 
-A :class:`Relay` first waits, before anything is sent to the client, for the first whole event
-(:meth:`Relay.wait_first`): until then the fallback loop may still try another provider. Only
-whole events are forwarded, so a heartbeat or an error event never lands inside one. A stream
-that ends without ``data: [DONE]`` was cut short upstream; the client gets an error event
-rather than an answer that merely looks complete. When the client disconnects, gunicorn closes
-the body generator; its ``finally`` aborts the upstream read at once, and the helper closes the
+The upstream's bytes go through its adapter's translator (:class:`TranslatedStream`), which
+hands out whole events in the client's dialect and says whether the stream ended properly and
+what usage it reported; the relay knows no dialect. A :class:`Relay` first waits, before
+anything is sent to the client, for the first whole event (:meth:`Relay.wait_first`): until
+then the fallback loop may still try another provider. A heartbeat or an error event never
+lands inside an event. A stream that ends without its proper end was cut short upstream; the
+client gets an error event (framed by ``error_event``, the client's dialect) rather than an
+answer that merely looks complete. When the client disconnects, gunicorn closes the body
+generator; its ``finally`` aborts the upstream read at once, and the helper closes the
 upstream connection, so the provider stops generating.
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import queue
 import threading
@@ -28,12 +30,11 @@ from typing import Protocol
 
 from proxyapi.errors import ProxyAPIError, UpstreamError, UpstreamTimeout, redact
 from proxyapi.jsonio import encode_json
-from proxyapi.providers.base import Usage
+from proxyapi.providers.base import StreamTranslator, Usage
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = b": ping\n\n"
-DONE_EVENT = b"data: [DONE]"
 # Chunks buffered between the upstream reader and a slow client before the reader waits
 # (which in turn applies TCP back-pressure to the provider).
 QUEUE_CHUNKS = 256
@@ -41,14 +42,59 @@ QUEUE_CHUNKS = 256
 _PUT_POLL = 0.5
 _END = object()
 
+ErrorEvent = Callable[[ProxyAPIError, Iterable[str]], bytes]
+
 
 class ChunkSource(Protocol):
-    """An upstream stream: OpenAI SSE bytes, and a thread-safe way to interrupt reading them."""
+    """An upstream stream: whole events, what it reported, and a thread-safe way to stop it."""
 
     provider: str
     chunks: Iterator[bytes]
 
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def complete(self) -> bool: ...
+
     def abort(self) -> None: ...
+
+
+class TranslatedStream:
+    """An upstream's raw bytes through its translator: whole events, usage, completeness."""
+
+    def __init__(
+        self,
+        provider: str,
+        raw: Iterable[bytes],
+        translator: StreamTranslator,
+        abort: Callable[[], None],
+    ) -> None:
+        self.provider = provider
+        self.translator = translator
+        self._abort = abort
+        self.chunks = self._translate(raw)
+
+    def _translate(self, raw: Iterable[bytes]) -> Iterator[bytes]:
+        try:
+            for data in raw:
+                yield from self.translator.feed(data)
+            yield from self.translator.close()
+        finally:
+            close = getattr(raw, "close", None)
+            if close is not None:
+                close()
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.translator.usage
+
+    @property
+    def complete(self) -> bool:
+        return self.translator.complete
+
+    def abort(self) -> None:
+        self._abort()
 
 
 def sse_error_event(exc: ProxyAPIError, secrets: Iterable[str] = ()) -> bytes:
@@ -74,25 +120,28 @@ def _event_end(buf: bytes | bytearray) -> int:
 class Relay:
     """Reads one upstream stream on a helper thread and hands out whole events."""
 
-    def __init__(self, source: ChunkSource, heartbeat: float, secrets: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        source: ChunkSource,
+        heartbeat: float,
+        secrets: Iterable[str] = (),
+        error_event: ErrorEvent = sse_error_event,
+    ) -> None:
         self.source = source
         self.heartbeat = heartbeat
         # Kept out of the error events sent mid-stream (they may quote the provider).
         self.secrets = tuple(secrets)
         self._secret_bytes = tuple(s.encode("utf-8", "surrogatepass") for s in self.secrets)
+        # How an error is framed as an event in the client's dialect.
+        self.error_event = error_event
         # Called once when the body ends: with the error that ended it, or None.
         self.on_finish: Callable[[ProxyAPIError | None], None] | None = None
-        # The usage the stream reported, and whether to keep its usage-only chunk from the
-        # client (the gateway asked for it to count tokens; the client did not).
-        self.usage: Usage | None = None
-        self.strip_usage = False
         # Shown every batch of events sent to the client (a budget counts their text).
         self.watch: Callable[[bytes], None] | None = None
         self._items: queue.Queue[object] = queue.Queue(maxsize=QUEUE_CHUNKS)
         self._client_gone = threading.Event()
         self._pending = bytearray()
         self._ready = b""  # whole events read by wait_first, not yet sent
-        self._done_seen = False
         # The helper runs in a copy of this context, so its log lines carry the request id.
         self._reader = threading.Thread(
             target=contextvars.copy_context().run,
@@ -113,11 +162,16 @@ class Relay:
                 continue
         return False
 
+    @property
+    def usage(self) -> Usage | None:
+        """The usage the stream reported (its translator read it), if any."""
+        return self.source.usage
+
     def _pump(self) -> None:
         chunks = self.source.chunks
         try:
             for chunk in chunks:
-                if not self._put(chunk):
+                if chunk and not self._put(chunk):
                     return
             self._put(_END)
         except ProxyAPIError as exc:
@@ -140,21 +194,18 @@ class Relay:
             return b""
         out = bytes(self._pending[:end])
         del self._pending[:end]
-        self._done_seen = self._done_seen or DONE_EVENT in out
         return out
 
     def _ending(self) -> tuple[bytes, ProxyAPIError | None]:
-        """What to send when the upstream ended: its last event, or a truncation error."""
-        if DONE_EVENT in self._pending:  # a last event without its blank line
-            return bytes(self._pending).rstrip(b"\r\n") + b"\n\n", None
-        if self._done_seen:
+        """What to send when the upstream ended: nothing more, or a truncation error."""
+        if self.source.complete:
             return b"", None
-        log.warning("stream from provider %s ended without [DONE]", self.source.provider)
+        log.warning("stream from provider %s ended before it was complete", self.source.provider)
         error = UpstreamError(
             f"The stream from provider '{self.source.provider}' ended before it was complete.",
             error_code="upstream_stream_truncated",
         )
-        return sse_error_event(error, self.secrets), error
+        return self.error_event(error, self.secrets), error
 
     def wait_first(self, timeout: float) -> None:
         """Wait for the first whole event; raise the upstream's error, or a timeout, instead.
@@ -188,29 +239,14 @@ class Relay:
                 raise error
 
     def _observe(self, events: bytes) -> bytes:
-        """Scrub secrets; note the usage the events report; drop the usage-only chunk when
-        asked to."""
+        """Scrub secrets (a provider quoting our key back, in its own error event), and show
+        the events to ``watch``."""
         for secret in self._secret_bytes:
-            if secret in events:  # a provider quoting our key back (in its own error event)
+            if secret in events:
                 events = events.replace(secret, b"[redacted]")
         if self.watch is not None and events:
             self.watch(events)
-        if b'"usage"' not in events:
-            return events
-        kept = []
-        for event in events.split(b"\n\n"):
-            data = event[6:] if event.startswith(b"data: {") else b""
-            if b'"usage"' in data:
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    chunk = None
-                if isinstance(chunk, dict):
-                    self.usage = Usage.from_openai(chunk.get("usage")) or self.usage
-                    if self.strip_usage and chunk.get("choices") == []:
-                        continue
-            kept.append(event)
-        return b"\n\n".join(kept)
+        return events
 
     def events(self) -> Iterator[bytes]:
         """Yield the response body: whole events, heartbeats while silent, then the end."""
@@ -234,7 +270,7 @@ class Relay:
                     return
                 if isinstance(item, ProxyAPIError):
                     error = item
-                    yield sse_error_event(item, self.secrets)
+                    yield self.error_event(item, self.secrets)
                     return
                 assert isinstance(item, bytes)
                 out = self._observe(self._take(item))

@@ -563,9 +563,12 @@ class AnthropicAdapter(Adapter):
         text = reply.body[:_ERROR_SNIPPET].decode("utf-8", "replace").strip()
         return ErrorInfo(message=text or f"HTTP {reply.status}")
 
-    def stream_translator(self, op: Operation, body: Mapping[str, Any]) -> StreamTranslator:
+    def stream_translator(
+        self, op: Operation, body: Mapping[str, Any], strip_usage: bool = False
+    ) -> StreamTranslator:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        include_usage = include_usage and not strip_usage
         model = body.get("model")
         return AnthropicStreamTranslator(
             self.provider.name,
@@ -754,6 +757,7 @@ class AnthropicStreamTranslator(StreamTranslator):
 
     def _on_message_stop(self, data: dict[str, Any]) -> list[bytes]:
         self._finished = True
+        self.complete = True
         out = [self._chunk({}, _finish_reason(self._stop_reason))]
         if self.include_usage:
             out.append(self._sse({**self._head(), "choices": [], "usage": self._openai_usage()}))
@@ -784,6 +788,7 @@ class AnthropicStreamTranslator(StreamTranslator):
         """Keep the latest token counts; message_delta's are cumulative, so they replace."""
         if isinstance(usage, dict):
             self._usage.update({k: v for k, v in usage.items() if _is_count(v)})
+            self.usage = Usage.from_openai(self._openai_usage())
 
     def _openai_usage(self) -> dict[str, Any]:
         return openai_usage(self._usage)

@@ -82,11 +82,19 @@ class ErrorInfo:
 
 
 class StreamTranslator(ABC):
-    """Turns a provider's streamed bytes into OpenAI SSE bytes, chunk by chunk."""
+    """Turns a provider's streamed bytes into the client's dialect, chunk by chunk.
+
+    It hands out whole events only, and says what the stream reported: ``usage`` (once the
+    provider gave it) and ``complete`` (the stream ended the way its dialect ends a stream;
+    a stream that stops without that was cut short). The relay reads both and knows no dialect.
+    """
+
+    usage: Usage | None = None
+    complete: bool = False
 
     @abstractmethod
     def feed(self, chunk: bytes) -> Iterable[bytes]:
-        """Take raw upstream bytes; return OpenAI SSE bytes ready to send (maybe none)."""
+        """Take raw upstream bytes; return whole events ready to send (maybe none)."""
 
     def close(self) -> Iterable[bytes]:
         """Return what is left to send when the upstream stream ends."""
@@ -119,10 +127,16 @@ class Adapter(ABC):
     def parse_error(self, reply: UpstreamReply) -> ErrorInfo:
         """Read a non-2xx reply's body into an :class:`ErrorInfo`."""
 
-    def stream_translator(self, op: Operation, body: Mapping[str, Any]) -> StreamTranslator | None:
-        """Return a translator for streamed answers to ``body`` (the OpenAI request as sent,
-        ``stream_options`` included), or None when they are OpenAI SSE already."""
-        return None
+    @abstractmethod
+    def stream_translator(
+        self, op: Operation, body: Mapping[str, Any], strip_usage: bool = False
+    ) -> StreamTranslator:
+        """Return the translator for streamed answers to ``body`` (the request as the client's
+        dialect has it, ``stream_options`` included).
+
+        ``strip_usage``: the gateway asked for usage the client did not ask for; the chunk that
+        carries only usage is kept from the client.
+        """
 
     def build_list_models(self) -> UpstreamRequest | None:
         """Build the call that lists the provider's models, or None if it has no such call."""

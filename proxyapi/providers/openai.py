@@ -7,7 +7,8 @@ caught as a provider failure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from proxyapi.errors import UpstreamMalformed
@@ -17,6 +18,7 @@ from proxyapi.providers.base import (
     Adapter,
     ErrorInfo,
     Operation,
+    StreamTranslator,
     UpstreamReply,
     UpstreamRequest,
     Usage,
@@ -101,3 +103,70 @@ class OpenAIAdapter(Adapter):
         return UpstreamRequest(
             method="GET", url=f"{self.provider.base_url}/models", headers=self._headers(False)
         )
+
+    def stream_translator(
+        self, op: Operation, body: Mapping[str, Any], strip_usage: bool = False
+    ) -> StreamTranslator:
+        return OpenAIEventStream(strip_usage)
+
+
+DONE = b"data: [DONE]"
+
+
+def _event_end(buf: bytes | bytearray) -> int:
+    """Return the index just past the last complete SSE event in ``buf`` (0 if none)."""
+    end = 0
+    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        at = buf.rfind(sep)
+        if at >= 0:
+            end = max(end, at + len(sep))
+    return end
+
+
+class OpenAIEventStream(StreamTranslator):
+    """OpenAI's own event stream, relayed as it is, in whole events.
+
+    It is complete once ``data: [DONE]`` arrives; ``usage`` is the usage chunk's (the gateway
+    asks for one with ``stream_options.include_usage`` when it counts tokens).
+    """
+
+    def __init__(self, strip_usage: bool = False) -> None:
+        self.strip_usage = strip_usage
+        self._pending = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._pending += chunk
+        end = _event_end(self._pending)
+        if not end:
+            return []
+        out = bytes(self._pending[:end])
+        del self._pending[:end]
+        if DONE in out:
+            self.complete = True
+        out = self._observe(out)
+        return [out] if out else []
+
+    def close(self) -> Iterable[bytes]:
+        if DONE in self._pending:  # a last event without its blank line
+            self.complete = True
+            return [self._observe(bytes(self._pending).rstrip(b"\r\n") + b"\n\n")]
+        return []
+
+    def _observe(self, events: bytes) -> bytes:
+        """Note the usage the events report; drop the usage-only chunk when asked to."""
+        if b'"usage"' not in events:
+            return events
+        kept = []
+        for event in events.split(b"\n\n"):
+            data = event[6:] if event.startswith(b"data: {") else b""
+            if b'"usage"' in data:
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    chunk = None
+                if isinstance(chunk, dict):
+                    self.usage = Usage.from_openai(chunk.get("usage")) or self.usage
+                    if self.strip_usage and chunk.get("choices") == []:
+                        continue
+            kept.append(event)
+        return b"\n\n".join(kept)

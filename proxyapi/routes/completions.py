@@ -148,9 +148,8 @@ def _serve(op: Operation) -> Response:
         count_tokens = ticket is not None and not options.get("include_usage")
         if count_tokens:
             sent = {**sent, "stream_options": {**options, "include_usage": True}}
-        started = up.open_stream(targets, op, sent, deadline)
+        started = up.open_stream(targets, op, sent, deadline, strip_usage=count_tokens)
         relay = settle.relay = started.relay
-        relay.strip_usage = count_tokens
         if ticket is not None:
             relay.watch = ticket.watch
         record.provider = started.provider

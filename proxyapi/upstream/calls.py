@@ -29,7 +29,7 @@ from proxyapi.errors import (
 )
 from proxyapi.providers import adapter_for
 from proxyapi.providers.base import Adapter, Operation, UpstreamReply, UpstreamRequest, Usage
-from proxyapi.streaming import Relay
+from proxyapi.streaming import ErrorEvent, Relay, TranslatedStream, sse_error_event
 from proxyapi.upstream.breakers import Breakers, CircuitBreakerError
 from proxyapi.upstream.clients import ProcessClients
 from proxyapi.upstream.outcomes import ProviderFailure, Verdict, judge, translated
@@ -137,13 +137,6 @@ class _Tally:
     cooling: list[float] = field(default_factory=list)  # seconds until a skipped one is free
     failed: list[str] = field(default_factory=list)
     tried: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _UpstreamStream:
-    provider: str
-    chunks: Iterator[bytes]
-    abort: Callable[[], None]
 
 
 class Upstream:
@@ -419,8 +412,14 @@ class Upstream:
         op: Operation,
         body: Mapping[str, Any],
         deadline: Deadline,
+        strip_usage: bool = False,
+        error_event: ErrorEvent = sse_error_event,
     ) -> StreamStart:
-        """Start a stream with the first target that sends a first event, tried in order."""
+        """Start a stream with the first target that sends a first event, tried in order.
+
+        ``strip_usage``: keep the usage-only chunk from the client (the gateway asked for it);
+        ``error_event`` frames a mid-stream error in the client's dialect.
+        """
         server = self.config.server
 
         def prepare(target: Target) -> UpstreamRequest:
@@ -457,9 +456,15 @@ class Upstream:
                 log.warning("provider %s: %s", provider.name, error.description)
                 raise ProviderFailure(error)
             relay = Relay(
-                self._chunks(provider, adapter, op, body, resp),
+                TranslatedStream(
+                    provider.name,
+                    self._chunks(provider, resp),
+                    adapter.stream_translator(op, body, strip_usage),
+                    lambda: _abort(resp),
+                ),
                 server.heartbeat_interval,
                 self.secrets,
+                error_event,
             )
             try:
                 relay.wait_first(min(server.first_token_timeout, max(deadline.remaining(), 0)))
@@ -477,38 +482,18 @@ class Upstream:
         self.observer.first_event(name, spent)
         return StreamStart(name, relay, attempts, spent)
 
-    def _chunks(
-        self,
-        provider: ProviderConfig,
-        adapter: Adapter,
-        op: Operation,
-        body: Mapping[str, Any],
-        resp: requests.Response,
-    ) -> _UpstreamStream:
-        translator = adapter.stream_translator(op, body)
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                with translated(provider):
-                    while True:
-                        data = resp.raw.read1(READ_SIZE, decode_content=True)
-                        if not data:
-                            break
-                        if translator is None:
-                            yield data
-                        else:
-                            yield from translator.feed(data)
-                    if translator is not None:
-                        yield from translator.close()
-            finally:
-                resp.close()
-
-        def abort() -> None:
-            # ValueError/RuntimeError: already finished or released, nothing to interrupt.
-            with suppress(ValueError, RuntimeError, OSError):
-                resp.raw.shutdown()
-
-        return _UpstreamStream(provider.name, chunks(), abort)
+    @staticmethod
+    def _chunks(provider: ProviderConfig, resp: requests.Response) -> Iterator[bytes]:
+        """The raw bytes of a streamed answer, as they arrive (errors translated)."""
+        try:
+            with translated(provider):
+                while True:
+                    data = resp.raw.read1(READ_SIZE, decode_content=True)
+                    if not data:
+                        break
+                    yield data
+        finally:
+            resp.close()
 
     def _stream_finished(self, name: str, error: ProxyAPIError | None) -> None:
         """Count a stream that failed after its first event against its provider."""
@@ -582,6 +567,13 @@ class Upstream:
                 }
             )
         return scope, out
+
+
+def _abort(resp: requests.Response) -> None:
+    """Interrupt a streamed read from another thread (the client has gone)."""
+    # ValueError/RuntimeError: already finished or released, nothing to interrupt.
+    with suppress(ValueError, RuntimeError, OSError):
+        resp.raw.shutdown()
 
 
 def _read_all(resp: requests.Response, deadline: Deadline, provider: ProviderConfig) -> bytes:

@@ -11,13 +11,12 @@ import pytest
 
 from proxyapi.errors import ProxyAPIError, UpstreamTimeout
 from proxyapi.providers.base import Usage
-from proxyapi.streaming import HEARTBEAT, Relay
+from proxyapi.providers.openai import OpenAIEventStream
+from proxyapi.streaming import HEARTBEAT, Relay, TranslatedStream
 
 
-class Source:
+class Raw:
     """A scripted upstream: yields bytes; sleeps on floats; raises exceptions."""
-
-    provider = "up"
 
     def __init__(self, *items: object) -> None:
         self.items = items
@@ -42,6 +41,15 @@ class Source:
 
     def abort(self) -> None:
         self.aborted.set()
+
+
+class Source(TranslatedStream):
+    """A scripted OpenAI upstream through its translator, as the gateway reads one."""
+
+    def __init__(self, *items: object, strip_usage: bool = False) -> None:
+        raw = Raw(*items)
+        super().__init__("up", raw.chunks, OpenAIEventStream(strip_usage), raw.abort)
+        self.aborted, self.closed = raw.aborted, raw.closed
 
 
 def run(*items: object, heartbeat: float = 5, first_timeout: float = 5) -> list[bytes]:
@@ -88,8 +96,10 @@ def test_heartbeat_while_upstream_is_silent_but_not_inside_an_event() -> None:
     assert out[0] == b"data: 1\n\n"
     first_gap = out[1 : out.index(b"data: 2\n\n")]
     assert first_gap and all(x == HEARTBEAT for x in first_gap)
+    # "data: half" is held whole by the translator: heartbeats go between events, never inside.
     assert out[-1] == b"data: half\n\ndata: [DONE]\n\n"
-    assert out[-2] == b"data: 2\n\n"  # no heartbeat was injected inside "data: half"
+    after = out[out.index(b"data: 2\n\n") + 1 : -1]
+    assert all(x == HEARTBEAT for x in after)
 
 
 def test_upstream_error_mid_stream_becomes_an_sse_error_event() -> None:
@@ -151,8 +161,9 @@ USAGE_CHUNK = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_
 
 def test_usage_is_read_and_its_chunk_kept_or_stripped() -> None:
     for strip in (False, True):
-        relay = Relay(Source(b"data: 1\n\n", USAGE_CHUNK, b"data: [DONE]\n\n"), 5)
-        relay.strip_usage = strip
+        relay = Relay(
+            Source(b"data: 1\n\n", USAGE_CHUNK, b"data: [DONE]\n\n", strip_usage=strip), 5
+        )
         relay.wait_first(5)
         body = b"".join(relay.events())
         assert relay.usage == Usage(2, 3, 5)
