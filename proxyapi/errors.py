@@ -1,4 +1,5 @@
-"""Client-visible errors, and the one handler that renders every error as OpenAI-shaped JSON.
+"""Client-visible errors, and the one handler that renders every error as JSON in the client's
+dialect (OpenAI's, or Anthropic's on the Messages routes: :mod:`proxyapi.dialects.shapes`).
 
     werkzeug.exceptions.HTTPException
      └── ProxyAPIError                 OpenAI ``type``/``param``/``code`` on top of ``code``
@@ -25,29 +26,14 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Flask, Response, current_app, g
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
+from proxyapi.dialects.shapes import OPENAI_TYPES, dialect_of_path, error_for, openai_error
 from proxyapi.jsonio import encode_json
 
 # OpenAI's error ``type`` for each status the gateway can send.
-TYPE_BY_STATUS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    408: "timeout",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "server_error",
-    502: "upstream_error",
-    503: "service_unavailable",
-    504: "timeout",
-}
+TYPE_BY_STATUS = OPENAI_TYPES
 
 
 class ProxyAPIError(HTTPException):
@@ -171,11 +157,7 @@ class UpstreamRejected(ProxyAPIError):
         self.type = type or TYPE_BY_STATUS.get(status, "invalid_request_error")
 
 
-def error_body(
-    message: str, type: str, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    """Build the OpenAI-shaped error object."""
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+error_body = openai_error
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -200,14 +182,14 @@ def secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
 
 
 def render_error(exc: HTTPException) -> Response:
-    """Render any HTTPException as an OpenAI-shaped JSON response."""
+    """Render any HTTPException as JSON in the request's dialect."""
     status = exc.code or 500
     if isinstance(exc, ProxyAPIError):
-        body = exc.payload()
+        message, kind = str(exc.description), exc.type
+        param, code = exc.param, exc.error_code
         headers = dict(exc.extra_headers)
     else:
-        message = str(exc.description or "")
-        code = None
+        message, kind, param, code = str(exc.description or ""), None, None, None
         if isinstance(exc, InternalServerError):
             message = "The gateway hit an internal error."
             code = "internal_error"
@@ -215,14 +197,14 @@ def render_error(exc: HTTPException) -> Response:
             limit = current_app.config.get("MAX_CONTENT_LENGTH")
             message = f"The request body is larger than the gateway's limit of {limit} bytes."
             code = "request_too_large"
-        body = error_body(message, TYPE_BY_STATUS.get(status, "server_error"), None, code)
         # Keep what Werkzeug put there on purpose (Allow on 405, Retry-After on 429), not HTML.
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
     request_id = g.get("request_id")
     if status >= 500 and request_id:
-        body["error"]["message"] += f" (request id {request_id})"
+        message += f" (request id {request_id})"
     secrets = current_app.extensions.get("proxyapi.secrets", ())
-    body["error"]["message"] = redact(body["error"]["message"], secrets)
+    dialect = g.get("dialect") or dialect_of_path(request.path)
+    body = error_for(dialect, status, redact(message, secrets), kind, param, code, request_id)
     return Response(
         encode_json(body),
         status=status,

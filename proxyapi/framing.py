@@ -24,7 +24,7 @@ from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.message import Request
 from gunicorn.http.unreader import IterUnreader, Unreader
 
-from proxyapi.errors import TYPE_BY_STATUS, error_body
+from proxyapi.dialects.shapes import dialect_of_path, error_for
 from proxyapi.jsonio import encode_json
 from proxyapi.logs import clip
 
@@ -76,10 +76,14 @@ def refusal_for(exc: Exception) -> Refusal:
     return Refusal(status, code, f"The request could not be read: {detail}.")
 
 
-def refusal_response(refusal: Refusal) -> bytes:
-    """A whole HTTP/1.1 response carrying ``refusal`` as an OpenAI-shaped error; it closes."""
-    kind = TYPE_BY_STATUS.get(refusal.status, "invalid_request_error")
-    body = encode_json(error_body(refusal.message, kind, None, refusal.code))
+def refusal_response(refusal: Refusal, path: str = "") -> bytes:
+    """A whole HTTP/1.1 response carrying ``refusal`` as an error in the dialect of ``path``
+    (OpenAI's when the path is not known); it closes the connection."""
+    dialect = dialect_of_path(path)
+    kind = "invalid_request_error" if refusal.status < 500 else None
+    body = encode_json(
+        error_for(dialect, refusal.status, refusal.message, kind, None, refusal.code)
+    )
     try:
         reason = HTTPStatus(refusal.status).phrase
     except ValueError:

@@ -280,8 +280,10 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
     def _answer(self, conn: TConn, refusal: Refusal) -> None:
         """Send an error answer from the loop, then drain the input briefly and close."""
         self._log_refusal(conn.client, refusal)
+        entry = self.reading.get(conn)
+        request = entry.buffer.request if entry is not None else None
         self._stop_reading(conn)
-        self._send(conn, refusal_response(refusal))
+        self._send(conn, refusal_response(refusal, request.path if request is not None else ""))
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -344,7 +346,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
             self.log.exception("error handling a request")
             refusal = Refusal(500, "internal_error", "The gateway hit an internal error.")
         with contextlib.suppress(OSError):
-            client.send(refusal_response(refusal))
+            client.send(refusal_response(refusal, getattr(req, "path", "") or ""))
 
 
 def _address(addr: Any) -> str:

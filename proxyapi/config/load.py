@@ -88,5 +88,3 @@ def config_from_env(environ: Mapping[str, str]) -> Config:
 
 def _env_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
-
-
