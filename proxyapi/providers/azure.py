@@ -16,7 +16,7 @@ from proxyapi.config.checks import is_deployment_name
 from proxyapi.errors import InvalidRequest
 from proxyapi.jsonio import encode_json
 from proxyapi.providers.base import Operation, UpstreamRequest
-from proxyapi.providers.openai import OpenAIAdapter
+from proxyapi.providers.openai import PATHS, OpenAIAdapter
 
 
 class AzureAdapter(OpenAIAdapter):
@@ -28,6 +28,7 @@ class AzureAdapter(OpenAIAdapter):
     def build(
         self, op: Operation, body: Mapping[str, Any], model: str, stream: bool
     ) -> UpstreamRequest:
+        body = self._translate(op, body, stream)
         deployment = self.provider.deployments.get(model, model)
         if not is_deployment_name(deployment):
             raise InvalidRequest(
@@ -41,7 +42,7 @@ class AzureAdapter(OpenAIAdapter):
             method="POST",
             url=(
                 f"{self.provider.base_url}/openai/deployments/{quote(deployment, safe='')}/"
-                f"{op.value}?api-version={quote(self.provider.api_version, safe='')}"
+                f"{PATHS[op]}?api-version={quote(self.provider.api_version, safe='')}"
             ),
             headers=self._headers(stream),
             body=encode_json(payload),

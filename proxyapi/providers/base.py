@@ -22,11 +22,31 @@ USER_AGENT = "ProxyAPI/0.1"
 
 
 class Operation(enum.Enum):
-    """An OpenAI endpoint the gateway serves; the value is its path under ``/v1/``."""
+    """What a client asked for, in its own dialect; each adapter maps it to its own call.
 
-    CHAT = "chat/completions"
+    ``CHAT``, ``COMPLETIONS`` and ``EMBEDDINGS`` come in OpenAI's dialect, ``MESSAGES`` and
+    ``COUNT_TOKENS`` in Anthropic's.
+    """
+
+    CHAT = "chat"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
+    MESSAGES = "messages"
+    COUNT_TOKENS = "count_tokens"
+
+
+class ClientBody(dict[str, Any]):
+    """A client's JSON request body, with the exact bytes and the headers it came with.
+
+    A provider that speaks the client's dialect is sent those bytes as they are when nothing
+    in them changes (pass-through keeps every field, byte for byte), and the dialect headers
+    the client sent (``anthropic-version``, ``anthropic-beta``).
+    """
+
+    def __init__(self, data: Mapping[str, Any], raw: bytes, headers: Mapping[str, str]) -> None:
+        super().__init__(data)
+        self.raw = raw
+        self.headers = dict(headers)
 
 
 @dataclass(frozen=True)

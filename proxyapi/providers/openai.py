@@ -1,8 +1,10 @@
 """The OpenAI dialect: OpenAI itself and every OpenAI-compatible host (vLLM, Ollama, Groq, ...).
 
-Requests and answers pass through unchanged apart from the model name and the credentials;
-answers are checked for the shape their endpoint promises, so a 200 that is not a completion is
-caught as a provider failure.
+Requests and answers of OpenAI's own dialect pass through unchanged apart from the model name
+and the credentials; answers are checked for the shape their endpoint promises, so a 200 that
+is not a completion is caught as a provider failure. Anthropic Messages requests are
+translated to chat and their answers and streams back (:mod:`proxyapi.translate.messages_chat`);
+token counting has no OpenAI endpoint (the route estimates instead).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from proxyapi.errors import UpstreamMalformed
+from proxyapi.errors import InvalidRequest, UpstreamMalformed
 from proxyapi.jsonio import encode_json
 from proxyapi.providers.base import (
     USER_AGENT,
@@ -24,12 +26,26 @@ from proxyapi.providers.base import (
     Usage,
     load_json_object,
 )
+from proxyapi.translate.messages_chat import (
+    ChatTarget,
+    ChatToMessagesStream,
+    chat_request,
+    messages_answer,
+)
 
-# The list in the answer each endpoint must carry; a 200 without it is not an answer.
+# Each operation's path under the base URL, and the list its answer must carry (a 200 without
+# it is not an answer). Messages are translated to chat (proxyapi.translate.messages_chat).
+PATHS = {
+    Operation.CHAT: "chat/completions",
+    Operation.COMPLETIONS: "completions",
+    Operation.EMBEDDINGS: "embeddings",
+    Operation.MESSAGES: "chat/completions",
+}
 _RESULT_FIELD = {
     Operation.CHAT: "choices",
     Operation.COMPLETIONS: "choices",
     Operation.EMBEDDINGS: "data",
+    Operation.MESSAGES: "choices",
 }
 # How much of a non-JSON error body is quoted back to the client.
 _ERROR_SNIPPET = 300
@@ -55,14 +71,36 @@ class OpenAIAdapter(Adapter):
         # Extra headers a host asks for (OpenRouter's HTTP-Referer and X-Title, ...).
         return {**headers, **self.provider.headers, **self._auth_headers()}
 
+    def chat_target(self) -> ChatTarget:
+        """What this host's chat endpoint takes, for translated Messages requests.
+
+        OpenAI's own API (and Azure's) needs ``max_completion_tokens`` for reasoning models
+        and takes ``reasoning_effort``; other hosts get the older ``max_tokens``, which they all
+        take, and no reasoning effort (many refuse fields they do not know).
+        """
+        if self.provider.type == "azure" or "://api.openai.com" in self.provider.base_url:
+            return ChatTarget(max_tokens_field="max_completion_tokens", reasoning_effort=True)
+        return ChatTarget()
+
+    def _translate(self, op: Operation, body: Mapping[str, Any], stream: bool) -> Mapping[str, Any]:
+        """The body to send: OpenAI's own as it is, a Messages request as chat."""
+        if op is Operation.COUNT_TOKENS:
+            raise InvalidRequest(
+                f"Provider '{self.provider.name}' has no token counting endpoint.", param="model"
+            )
+        if op is Operation.MESSAGES:
+            return chat_request(body, self.chat_target(), stream)
+        return body
+
     def build(
         self, op: Operation, body: Mapping[str, Any], model: str, stream: bool
     ) -> UpstreamRequest:
+        body = self._translate(op, body, stream)
         if body.get("model") != model:
             body = {**body, "model": model}
         return UpstreamRequest(
             method="POST",
-            url=f"{self.provider.base_url}/{op.value}",
+            url=f"{self.provider.base_url}/{PATHS[op]}",
             headers=self._headers(stream),
             body=encode_json(body),
             stream=stream,
@@ -80,7 +118,10 @@ class OpenAIAdapter(Adapter):
                 f"Provider '{self.provider.name}' answered {reply.status} without "
                 f"'{_RESULT_FIELD[op]}'."
             )
-        return reply.body, Usage.from_openai(data.get("usage"))
+        usage = Usage.from_openai(data.get("usage"))
+        if op is Operation.MESSAGES:
+            return encode_json(messages_answer(data, "")), usage
+        return reply.body, usage
 
     def parse_error(self, reply: UpstreamReply) -> ErrorInfo:
         data = load_json_object(reply.body)
@@ -107,6 +148,9 @@ class OpenAIAdapter(Adapter):
     def stream_translator(
         self, op: Operation, body: Mapping[str, Any], strip_usage: bool = False
     ) -> StreamTranslator:
+        if op is Operation.MESSAGES:
+            model = body.get("model")
+            return ChatToMessagesStream(self.provider.name, model if isinstance(model, str) else "")
         return OpenAIEventStream(strip_usage)
 
 

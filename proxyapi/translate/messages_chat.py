@@ -37,7 +37,8 @@ as compact JSON), and ``thinking`` and ``redacted_thinking``, which are dropped 
 place for them, and their signatures cannot be carried); a turn left with nothing is left out.
 Refused with a 400 naming the block: images and documents in assistant turns, image sources
 other than base64 and URL (Files API ids), document sources other than base64 PDF and plain
-text (URL, content blocks, file ids), documents asking for ``citations``, server-tool blocks
+text (URL, content blocks, file ids), documents asking for ``citations``, a user turn with
+an empty content array, server-tool blocks
 (``server_tool_use``, ``web_search_tool_result``...), ``search_result``, ``container_upload``
 and every unknown block type. ``cache_control`` and ``citations`` on any block are dropped.
 
@@ -65,17 +66,20 @@ always null), ``length`` is ``max_tokens``, ``tool_calls`` and ``function_call``
 ``tool_use``, ``content_filter`` is ``refusal``; any other is ``end_turn``, and ``end_turn``
 with tool calls (some upstreams say ``stop``) is ``tool_use``. The id is ``msg_`` and the chat
 id without its ``chatcmpl-`` prefix (``msg_`` is not doubled). Reasoning text some upstreams
-add (``reasoning_content``) is dropped: Anthropic clients would send it back as thinking with
-a signature no upstream made. Usage: see :func:`messages_usage`.
+add (``reasoning_content``) is dropped: an Anthropic thinking block carries a signature, which
+no Chat upstream makes. Usage: see :func:`messages_usage`.
 
 Stream (:class:`ChatToMessagesStream`): Anthropic's event order, ``event:`` lines included.
 ``message_start`` (usage zero: the counts come at the end) and ``ping`` wait for the first
 event to send, so an upstream error before any content leaves nothing sent and the caller can
 fall back. Text opens a text block; each tool call (by its OpenAI index) opens a tool_use block
 once its name is known, closing the block before it; a tool call's pieces after another block
-began cannot be placed and fail the stream. ``message_delta`` (with the full usage) and
+began cannot be placed and fail the stream. Refusal deltas are text; reasoning deltas and
+choices other than the first are dropped. ``message_delta`` (with the full usage) and
 ``message_stop`` follow once a finish_reason was seen and the stream ended: at ``[DONE]``, at a
-usage chunk after the finish, or at the upstream's end when usage came with the finish.
+usage chunk after the finish, or at the upstream's end when usage came with the finish. A
+stream that ends otherwise gets its open block closed and nothing more (``complete`` stays
+False: the caller reports the truncation).
 """
 
 from __future__ import annotations
@@ -300,6 +304,8 @@ def _user_turn(content: Any, where: str) -> list[dict[str, Any]]:
     tool_messages: list[dict[str, Any]] = []
     attachments: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
+    if not content:
+        raise _invalid(f"{where}.content", f"'{where}.content' must not be empty.")
     for j, block in enumerate(content):
         at = f"{where}.content.{j}"
         kind = _block_type(block, at)
@@ -310,7 +316,7 @@ def _user_turn(content: Any, where: str) -> list[dict[str, Any]]:
         else:
             parts.append(_user_part(block, kind, at))
     out = tool_messages
-    if attachments or parts or not tool_messages:
+    if attachments or parts:
         out.append({"role": "user", "content": attachments + parts})
     return out
 
@@ -770,6 +776,7 @@ class ChatToMessagesStream(StreamTranslator):
         self._reading = True  # False after the end, an error, or [DONE]
         self._failure: UpstreamStreamFailed | None = None
         self._finish_reason: str | None = None
+        self._final_usage = False  # usage came with the finish, or after it
         self._blocks = 0  # blocks opened so far; the next one's index
         self._open: str | None = None  # "text" or "tool": the kind of the open block
         self._tools: dict[Any, _ToolCall] = {}  # by OpenAI tool call index
@@ -792,7 +799,7 @@ class ChatToMessagesStream(StreamTranslator):
                 raise self._failure
             return out
         if not self.complete:
-            if self._finish_reason is not None and self._raw_usage is not None:
+            if self._final_usage:
                 out.extend(self._end())  # usage came with the finish; [DONE] was all we lacked
             else:
                 out.extend(self._close_block())
@@ -806,8 +813,8 @@ class ChatToMessagesStream(StreamTranslator):
         for event in events:
             if not self._reading:
                 break
-            out.extend(self._event(event, last=last))
-        return self._started_first(out)
+            out.extend(self._started_first(self._event(event, last=last)))
+        return out
 
     def _started_first(self, out: list[bytes]) -> list[bytes]:
         """Put message_start before the first events sent: sending waits for something to say."""
@@ -868,9 +875,10 @@ class ChatToMessagesStream(StreamTranslator):
         if isinstance(finish, str) and finish:
             self._finish_reason = finish
             out.extend(self._close_block())
-        elif finished_before and isinstance(usage, dict):
-            out.extend(self._end())  # the usage chunk that follows the finish
-            self._reading = False
+        if isinstance(usage, dict) and self._finish_reason is not None:
+            self._final_usage = True
+            if finished_before:  # the usage chunk that follows the finish
+                out.extend(self._end())
         return out
 
     def _on_error(self, data: Any, raw: bytes) -> list[bytes]:

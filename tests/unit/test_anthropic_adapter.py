@@ -442,12 +442,46 @@ def test_build_tool_choice_without_tools() -> None:
     ("extra", "param"),
     [
         ({"tools": [{"type": "web_search"}]}, "tools"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "strict": True}}]}, "tools"),
         ({"tools": [WEATHER_TOOL], "tool_choice": {"type": "allowed_tools"}}, "tool_choice"),
     ],
 )
 def test_build_rejects_untranslatable_tools(extra: dict[str, Any], param: str) -> None:
     assert refused(extra).param == param
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+
+
+def test_structured_output_becomes_output_config_format() -> None:
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "place", "schema": SCHEMA, "strict": True},
+    }
+    payload = build({"response_format": fmt})
+    assert payload["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+    assert "response_format" not in payload
+    assert "output_config" not in build({"response_format": {"type": "text"}})
+
+
+def test_json_object_is_asked_for_in_the_system_prompt() -> None:
+    payload = build({"response_format": {"type": "json_object"}})
+    assert payload["system"].endswith(
+        "Respond with a single JSON object and nothing else: no prose, no code fences."
+    )
+    assert "output_config" not in payload
+
+
+def test_strict_tools_stay_strict() -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": SCHEMA, "strict": True}}
+    (spec,) = build({"tools": [tool]})["tools"]
+    assert spec == {"name": "f", "input_schema": SCHEMA, "strict": True}
+    loose = {"type": "function", "function": {"name": "f", "parameters": SCHEMA}}
+    assert "strict" not in build({"tools": [loose]})["tools"][0]
 
 
 @pytest.mark.parametrize(
@@ -460,8 +494,8 @@ def test_build_rejects_untranslatable_tools(extra: dict[str, Any], param: str) -
         ("presence_penalty", 0.5),
         ("frequency_penalty", -1),
         ("logit_bias", {"50256": -100}),
-        ("response_format", {"type": "json_object"}),
-        ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+        ("response_format", {"type": "json_schema", "json_schema": {"name": "x"}}),
+        ("response_format", {"type": "grammar"}),
         ("seed", 42),
         ("audio", {"voice": "alloy", "format": "wav"}),
         ("modalities", ["text", "audio"]),

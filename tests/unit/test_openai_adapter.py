@@ -10,6 +10,7 @@ from proxyapi.config import ProviderConfig
 from proxyapi.errors import UpstreamMalformed
 from proxyapi.providers import adapter_for
 from proxyapi.providers.base import Operation, UpstreamReply, Usage
+from proxyapi.providers.openai import PATHS
 
 
 def make(api_key: str | None = "sk-up") -> object:
@@ -25,10 +26,10 @@ def reply(body: object, status: int = 200) -> UpstreamReply:
     return UpstreamReply(status, {}, raw)
 
 
-@pytest.mark.parametrize("op", list(Operation))
+@pytest.mark.parametrize("op", [Operation.CHAT, Operation.COMPLETIONS, Operation.EMBEDDINGS])
 def test_build_targets_endpoint_and_injects_provider_key(op: Operation) -> None:
     call = make().build(op, {"model": "openai/m", "x": 1}, "m", stream=False)  # type: ignore[attr-defined]
-    assert call.url == f"http://h:1/v1/{op.value}"
+    assert call.url == f"http://h:1/v1/{PATHS[op]}"
     assert call.method == "POST"
     assert call.headers["Authorization"] == "Bearer sk-up"
     assert json.loads(call.body) == {"model": "m", "x": 1}
