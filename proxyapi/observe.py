@@ -51,6 +51,8 @@ class RequestRecord:
     attempts: int = 0
     cache: str = "-"
     stream: bool = False
+    # The client's session id, where its dialect has one (Claude Code's), escaped and clipped.
+    session: str | None = None
     upstream_seconds: float = 0.0
     usage: Usage | None = None
     response_started: float | None = None
@@ -75,6 +77,7 @@ class RequestRecord:
             "attempts": self.attempts,
             "cache": self.cache,
             "stream": self.stream,
+            "session": self.session,
             "total_ms": round(total * 1000, 2),
             "upstream_ms": round(self.upstream_seconds * 1000, 2),
             "overhead_ms": round(max(0.0, begun - self.upstream_seconds) * 1000, 3),
@@ -116,7 +119,7 @@ def _close(metrics: Metrics, record: RequestRecord) -> None:
     fields = record.fields(now)
     access_log.info(
         "%s %s %s %.1fms client=%s key=%s model=%s provider=%s attempts=%s cache=%s "
-        "overhead=%.3fms",
+        "overhead=%.3fms%s",
         fields["method"],
         fields["path"],
         record.status,
@@ -128,6 +131,7 @@ def _close(metrics: Metrics, record: RequestRecord) -> None:
         record.attempts,
         record.cache,
         fields["overhead_ms"],
+        f" session={record.session}" if record.session else "",
         extra={"request_id": record.request_id, "fields": fields},
     )
     metrics.in_flight.dec()

@@ -7,6 +7,7 @@ provider to judge, so new OpenAI parameters work without a gateway release.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import request
@@ -27,9 +28,11 @@ _INPUT_FIELD: dict[Operation, tuple[str, tuple[type, ...], str]] = {
 }
 
 
-def read_json_object() -> dict[str, Any]:
-    """Parse the body as a JSON object, whatever the Content-Type (curl -d sends a form type)."""
-    raw = request.get_data(cache=False)
+def read_json_object(raw: bytes | None = None) -> dict[str, Any]:
+    """Parse the body (``raw``, else the request's) as a JSON object, whatever the
+    Content-Type (curl -d sends a form type)."""
+    if raw is None:
+        raw = request.get_data(cache=False)
     if not raw.strip():
         raise InvalidRequest(
             "The request body is empty; send a JSON object, e.g. "
@@ -41,19 +44,19 @@ def read_json_object() -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from exc
     if not isinstance(body, dict):
         raise InvalidRequest(
-            f"The request body must be a JSON object, got a JSON {_json_type(body)}."
+            f"The request body must be a JSON object, got a JSON {json_type(body)}."
         )
     return body
 
 
-def validate(op: Operation, body: dict[str, Any]) -> None:
+def validate(op: Operation, body: Mapping[str, Any]) -> None:
     """Check the fields the gateway uses; raise InvalidRequest naming the bad one."""
     model = body.get("model")
     if model is None:
         raise InvalidRequest("You must provide a model parameter.", param="model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest(
-            f"'model' must be a non-empty string, got {_json_type(model)}.", param="model"
+            f"'model' must be a non-empty string, got {json_type(model)}.", param="model"
         )
     check_model_name(model)
     field, types, described = _INPUT_FIELD[op]
@@ -62,7 +65,7 @@ def validate(op: Operation, body: dict[str, Any]) -> None:
         raise InvalidRequest(f"Missing required parameter: '{field}'.", param=field)
     if not isinstance(value, types) or (isinstance(value, list) and not value):
         raise InvalidRequest(
-            f"'{field}' must be {described} and not empty, got {_json_type(value)}.", param=field
+            f"'{field}' must be {described} and not empty, got {json_type(value)}.", param=field
         )
     if op is Operation.CHAT and not all(isinstance(m, dict) for m in body["messages"]):
         raise InvalidRequest("Each item of 'messages' must be an object.", param="messages")
@@ -73,13 +76,13 @@ def validate(op: Operation, body: dict[str, Any]) -> None:
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest(
-            f"'stream' must be a boolean, got {_json_type(stream)}.", param="stream"
+            f"'stream' must be a boolean, got {json_type(stream)}.", param="stream"
         )
     options = body.get("stream_options")
     if options is not None:
         if not isinstance(options, dict):
             raise InvalidRequest(
-                f"'stream_options' must be an object, got {_json_type(options)}.",
+                f"'stream_options' must be an object, got {json_type(options)}.",
                 param="stream_options",
             )
         if not stream:
@@ -106,7 +109,8 @@ def check_model_name(model: str) -> None:
         )
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for error messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):

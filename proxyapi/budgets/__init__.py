@@ -98,8 +98,15 @@ class KeyBudget:
 
 def estimate_prompt(op: Operation, body: Mapping[str, Any]) -> int:
     """Tokens a request's input may take (an overestimate for most text; see module doc)."""
-    field = {Operation.CHAT: "messages", Operation.COMPLETIONS: "prompt"}.get(op, "input")
+    field = {
+        Operation.CHAT: "messages",
+        Operation.MESSAGES: "messages",
+        Operation.COUNT_TOKENS: "messages",
+        Operation.COMPLETIONS: "prompt",
+    }.get(op, "input")
     value = body.get(field)
+    if op in (Operation.MESSAGES, Operation.COUNT_TOKENS) and body.get("system"):
+        value = [body["system"], value]
     data_urls = 0
 
     def shrink(item: Any) -> Any:
@@ -114,7 +121,7 @@ def estimate_prompt(op: Operation, body: Mapping[str, Any]) -> int:
         return item
 
     text = len(encode_json(shrink(value)))
-    if op is Operation.CHAT and body.get("tools"):
+    if op is not Operation.EMBEDDINGS and body.get("tools"):
         text += len(encode_json(body["tools"]))
     return math.ceil(text / BYTES_PER_TOKEN) + data_urls * DATA_URL_TOKENS
 

@@ -16,7 +16,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from proxyapi.jsonio import encode_json
+from proxyapi.jsonio import compact_json
+from proxyapi.providers.sse import sse_event
 
 DONE_EVENT = b"data: [DONE]\n\n"
 _CHAT = "chat.completion"
@@ -55,7 +56,7 @@ def replay_events(body: bytes, *, include_usage: bool, chunk_chars: int = 64) ->
 
 def _event(chunk: dict[str, Any]) -> bytes:
     """Encode one chunk as a whole SSE event."""
-    return b"data: " + encode_json(chunk) + b"\n\n"
+    return sse_event(chunk)
 
 
 def _pieces(text: str, size: int) -> Iterator[str]:
@@ -188,3 +189,69 @@ def _function(value: Any, what: str) -> tuple[str, str]:
         raise ValueError(f"{what} in the cached answer has no function name")
     arguments = _optional_str(value.get("arguments"), f"{what}'s arguments") or ""
     return value["name"], arguments
+
+
+def replay_message_events(body: bytes, *, chunk_chars: int = 64) -> list[bytes]:
+    """Turn a cached Anthropic ``message`` into the events of the equivalent Messages stream.
+
+    ``message_start`` (with the usage the answer had), each content block as
+    ``content_block_start``, its deltas (``text_delta``, ``input_json_delta``,
+    ``thinking_delta`` and ``signature_delta``) and ``content_block_stop``, then
+    ``message_delta`` (stop reason, usage) and ``message_stop``: what the anthropic SDK builds
+    the same message from. A block of another kind (a server tool's) is sent whole in its
+    ``content_block_start``.
+    """
+    try:
+        source = json.loads(body)
+    except ValueError as exc:
+        raise ValueError(f"the cached answer is not JSON: {exc}") from exc
+    if not isinstance(source, dict) or source.get("type") != "message":
+        raise ValueError("the cached answer is not an Anthropic message")
+    content = source.get("content")
+    if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
+        raise ValueError("the cached message has no content blocks")
+    usage = source.get("usage") if isinstance(source.get("usage"), dict) else {}
+    start = {**source, "content": [], "stop_reason": None, "stop_sequence": None}
+    events = [sse_event({"type": "message_start", "message": start}, "message_start")]
+    for index, block in enumerate(content):
+        events.extend(_block_events(index, block, chunk_chars))
+    delta = {"stop_reason": source.get("stop_reason"), "stop_sequence": source.get("stop_sequence")}
+    events.append(
+        sse_event({"type": "message_delta", "delta": delta, "usage": usage}, "message_delta")
+    )
+    events.append(sse_event({"type": "message_stop"}, "message_stop"))
+    return events
+
+
+def _block_events(index: int, block: dict[str, Any], size: int) -> list[bytes]:
+    kind = block.get("type")
+    deltas: list[dict[str, Any]] = []
+    opening = dict(block)
+    if kind == "text" and isinstance(block.get("text"), str):
+        opening["text"] = ""
+        deltas = [{"type": "text_delta", "text": p} for p in _pieces(block["text"], size)]
+    elif kind == "tool_use":
+        opening["input"] = {}
+        arguments = compact_json(block.get("input", {}))
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in _pieces(arguments, size)]
+    elif kind == "thinking" and isinstance(block.get("thinking"), str):
+        opening["thinking"], opening["signature"] = "", ""
+        deltas = [
+            {"type": "thinking_delta", "thinking": p} for p in _pieces(block["thinking"], size)
+        ]
+        if isinstance(block.get("signature"), str):
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    out = [
+        sse_event(
+            {"type": "content_block_start", "index": index, "content_block": opening},
+            "content_block_start",
+        )
+    ]
+    out += [
+        sse_event(
+            {"type": "content_block_delta", "index": index, "delta": d}, "content_block_delta"
+        )
+        for d in deltas
+    ]
+    out.append(sse_event({"type": "content_block_stop", "index": index}, "content_block_stop"))
+    return out

@@ -205,7 +205,7 @@ class _Handler(FakeHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         body = self._read_body()
-        self.fake.record(Recorded("POST", self.path, dict(self.headers), body))
+        self.fake.record(Recorded("POST", self.path, dict(self.headers), body, self.raw_body))
         if not self._authorized():
             return
         fault = self.fake.next_fault()

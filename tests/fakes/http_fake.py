@@ -100,6 +100,7 @@ class FakeHandler(BaseHTTPRequestHandler):
     def _read_body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        self.raw_body = raw
         try:
             return json.loads(raw) if raw else None
         except ValueError:

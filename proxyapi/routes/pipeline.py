@@ -1,0 +1,205 @@
+"""The one request pipeline every dialect's routes go through.
+
+auth (before the view) -> read and validate the body (the dialect) -> resolve the model ->
+check the key's allowlist -> reserve the token budget -> cache plan -> a cached answer, or the
+providers (fallback loop) -> the answer or the stream, in the client's dialect -> one settle
+point when the response closes (:class:`Settle`: tokens, the request record).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Response, after_this_request, current_app, g, request, stream_with_context
+
+from proxyapi import auth, budgets, cache, observe, routing, upstream
+from proxyapi.cache.responses import BYPASS, HIT, MISS, Served
+from proxyapi.config import Config, KeyConfig
+from proxyapi.deadline import Deadline
+from proxyapi.dialects.base import Dialect
+from proxyapi.errors import InvalidRequest, ProxyAPIError
+from proxyapi.providers.base import ClientBody, Operation
+from proxyapi.streaming import Relay
+from proxyapi.upstream import Answer
+from proxyapi.validation import read_json_object
+
+log = logging.getLogger(__name__)
+
+PROVIDER_HEADER = "X-ProxyAPI-Provider"
+ATTEMPTS_HEADER = "X-ProxyAPI-Attempts"
+TIMEOUT_HEADER = "X-ProxyAPI-Timeout"
+CACHE_HEADER = "X-Cache"
+CACHE_KEY_HEADER = "X-Cache-Key"
+# Tell nginx and similar proxies not to buffer the event stream.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# The client's headers a provider of the same dialect gets as they are (pass-through).
+DIALECT_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+def request_deadline(config: Config) -> Deadline:
+    """The request's deadline: ``server.request_timeout``, or the client's X-ProxyAPI-Timeout."""
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return Deadline.after(config.server.request_timeout)
+    limit = config.server.max_request_timeout
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= limit:
+        raise InvalidRequest(
+            f"{TIMEOUT_HEADER} must be a number of seconds above 0 and at most {limit:g}, "
+            f"got {raw!r}."
+        )
+    return Deadline.after(seconds)
+
+
+def client_body() -> ClientBody:
+    """The request's JSON object, with its bytes and the dialect headers it came with."""
+    raw = request.get_data(cache=False)
+    headers = {k: request.headers[k] for k in DIALECT_HEADERS if request.headers.get(k)}
+    return ClientBody(read_json_object(raw), raw, headers)
+
+
+def _cache_headers(served: Served, key: str | None) -> dict[str, str]:
+    headers = {CACHE_HEADER: served.x_cache}
+    if key is not None and served.x_cache != BYPASS:
+        headers[CACHE_KEY_HEADER] = key
+    if served.age is not None:
+        headers["Age"] = str(served.age)
+    return headers
+
+
+class Settle:
+    """The one place a request's outcome is settled: tokens into its budget reservation and
+    its usage into the request record, when its response closes (a stream: when it ends)."""
+
+    def __init__(self, ticket: budgets.Ticket | None, record: observe.RequestRecord) -> None:
+        self.ticket = ticket
+        self.record = record
+        self.answer: Answer | None = None
+        self.relay: Relay | None = None
+
+    def attach(self, response: Response) -> Response:
+        response.call_on_close(self.close)
+        return response
+
+    def close(self) -> None:
+        usage = self.relay.usage if self.relay is not None else None
+        if self.answer is not None:
+            usage = self.answer.usage
+        self.record.usage = usage
+        ticket = self.ticket
+        if ticket is not None:
+            ticket.usage = usage
+            ticket.answered = self.answer is not None or self.relay is not None
+            if self.answer is not None:
+                ticket.relayed = self.answer.body
+            ticket.settle()
+
+
+def proxy(op: Operation, dialect: Dialect) -> Response:
+    """Serve ``op`` in ``dialect``; an error from the providers still reports its attempts."""
+    g.dialect = dialect.name
+    try:
+        return _serve(op, dialect)
+    except ProxyAPIError as exc:
+        if exc.attempts:
+            record = observe.current()
+            record.attempts, record.upstream_seconds = exc.attempts, exc.upstream_seconds
+            exc.extra_headers.setdefault(ATTEMPTS_HEADER, str(exc.attempts))
+        raise
+
+
+def _serve(op: Operation, dialect: Dialect) -> Response:
+    config: Config = current_app.extensions["proxyapi.config"]
+    deadline = request_deadline(config)
+    body = client_body()
+    dialect.validate(op, body)
+    key: KeyConfig = g.key
+    record = observe.current()
+    record.model = model = body["model"]
+    record.session = dialect.session(request.headers)
+    router: routing.Router = current_app.extensions[routing.EXTENSION]
+    targets = router.resolve(model)
+    record.model_label = router.metric_label(model)
+    auth.check_model(key, model, (t.model for t in targets))
+    # Reserved before anything is sent, settled once when the response closes (Settle).
+    ticket, sent = current_app.extensions[budgets.EXTENSION].reserve(key, op, body)
+    settle = Settle(ticket, record)
+    after_this_request(settle.attach)
+    headers = {**dialect.response_headers(record.request_id)}
+    if ticket is not None:
+        headers.update(ticket.headers())
+    up: upstream.Upstream = current_app.extensions[upstream.EXTENSION]
+    responses = current_app.extensions[cache.EXTENSION].responses
+    plan = responses.plan(
+        op,
+        # As the client sent it, without what changes on every request of the same question
+        # (Claude Code's billing line): the gateway's own cap must not change the key either.
+        dialect.cache_body(body),
+        request.path,
+        # The key by name and digest, the providers by name and identity (URL, credential):
+        # a renamed or reissued key, or another account, never gets another one's answers.
+        f"{key.name}:{key.sha256[:16]}",
+        [(t.provider.name, t.provider.identity, t.model) for t in targets],
+        request.cache_control,
+    )
+    if body.get("stream"):
+        cached = responses.lookup(plan)
+        if cached is not None:
+            events = dialect.replay(cached.answer.body, body)
+            if events is not None:
+                record.stream, record.provider, record.cache = True, cached.answer.provider, HIT
+                return Response(
+                    iter(events),
+                    mimetype="text/event-stream",
+                    headers={
+                        **SSE_HEADERS,
+                        **headers,
+                        **_cache_headers(cached, plan.key),
+                        PROVIDER_HEADER: cached.answer.provider,
+                        ATTEMPTS_HEADER: "0",
+                    },
+                )
+        sent, strip_usage = dialect.stream_body(sent, needs_usage=ticket is not None)
+        started = up.open_stream(
+            targets, op, sent, deadline, strip_usage=strip_usage, error_event=dialect.error_event
+        )
+        relay = settle.relay = started.relay
+        if ticket is not None:
+            relay.watch = ticket.watch
+        record.provider = started.provider
+        record.cache = BYPASS if plan.key is None else MISS
+        record.attempts = started.attempts
+        record.upstream_seconds = started.upstream_seconds
+        record.stream = True
+        return Response(
+            stream_with_context(relay.events()),
+            mimetype="text/event-stream",
+            headers={
+                **SSE_HEADERS,
+                **headers,
+                CACHE_HEADER: record.cache,
+                PROVIDER_HEADER: started.provider,
+                ATTEMPTS_HEADER: str(started.attempts),
+            },
+        )
+    served = responses.serve(plan, lambda: up.complete(targets, op, sent, deadline), deadline)
+    answer = served.answer
+    record.provider = answer.provider
+    record.cache = served.x_cache
+    if served.x_cache != HIT:  # a cached answer spends no tokens
+        record.attempts = answer.attempts
+        record.upstream_seconds = answer.upstream_seconds
+        settle.answer = answer
+    return Response(
+        answer.body,
+        mimetype="application/json",
+        headers={
+            **headers,
+            **_cache_headers(served, plan.key),
+            PROVIDER_HEADER: answer.provider,
+            ATTEMPTS_HEADER: str(answer.attempts),
+        },
+    )
