@@ -107,16 +107,6 @@ def sse_error_event(exc: ProxyAPIError, secrets: Iterable[str] = ()) -> bytes:
     return b"data: " + encode_json(payload) + b"\n\n"
 
 
-def _event_end(buf: bytes | bytearray) -> int:
-    """Return the index just past the last complete SSE event in ``buf`` (0 if none)."""
-    end = 0
-    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
-        at = buf.rfind(sep)
-        if at >= 0:
-            end = max(end, at + len(sep))
-    return end
-
-
 class Relay:
     """Reads one upstream stream on a helper thread and hands out whole events."""
 
@@ -140,7 +130,6 @@ class Relay:
         self.watch: Callable[[bytes], None] | None = None
         self._items: queue.Queue[object] = queue.Queue(maxsize=QUEUE_CHUNKS)
         self._client_gone = threading.Event()
-        self._pending = bytearray()
         self._ready = b""  # whole events read by wait_first, not yet sent
         # The helper runs in a copy of this context, so its log lines carry the request id.
         self._reader = threading.Thread(
@@ -186,16 +175,6 @@ class Relay:
 
     # ------------------------------------------------------------------ response thread
 
-    def _take(self, chunk: bytes) -> bytes:
-        """Add upstream bytes; return the whole events now complete (maybe none)."""
-        self._pending += chunk
-        end = _event_end(self._pending)
-        if not end:
-            return b""
-        out = bytes(self._pending[:end])
-        del self._pending[:end]
-        return out
-
     def _ending(self) -> tuple[bytes, ProxyAPIError | None]:
         """What to send when the upstream ended: nothing more, or a truncation error."""
         if self.source.complete:
@@ -233,7 +212,7 @@ class Relay:
                 error = item
             else:
                 assert isinstance(item, bytes)
-                self._ready = self._take(item)
+                self._ready = item
             if error is not None:
                 self.close()
                 raise error
@@ -259,8 +238,8 @@ class Relay:
                 try:
                     item = self._items.get(timeout=self.heartbeat)
                 except queue.Empty:
-                    if not self._pending:
-                        yield HEARTBEAT
+                    # Between whole events: the translator holds any event still arriving.
+                    yield HEARTBEAT
                     continue
                 if item is _END:
                     last, error = self._ending()
@@ -273,7 +252,7 @@ class Relay:
                     yield self.error_event(item, self.secrets)
                     return
                 assert isinstance(item, bytes)
-                out = self._observe(self._take(item))
+                out = self._observe(item)
                 if out:
                     yield out
         finally:

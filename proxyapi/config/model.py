@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-PROVIDER_TYPES = ("openai", "azure", "anthropic")
+# The provider types, and the settings each takes beyond the common ones (its adapter is in
+# proxyapi.providers.ADAPTERS, under the same name).
+PROVIDER_TYPE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "openai": (),
+    "azure": ("api_version", "deployments"),
+    "anthropic": ("anthropic_version", "max_tokens"),
+}
+PROVIDER_TYPES = tuple(PROVIDER_TYPE_OPTIONS)
 RETRY_STRATEGIES = ("exponential", "immediate", "adaptive")
 LIMIT_STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
 CACHE_BACKENDS = ("filesystem", "redis", "simple", "none")

@@ -32,6 +32,7 @@ from proxyapi.config.model import (
     DEFAULT_REDIS_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
     LIMIT_STRATEGIES,
+    PROVIDER_TYPE_OPTIONS,
     PROVIDER_TYPES,
     RETRY_STRATEGIES,
     STORAGE_ERROR_POLICIES,
@@ -412,12 +413,6 @@ _PROVIDER_KEYS = (
     "max_tokens",
 )
 # Keys that only one provider type understands.
-_TYPE_ONLY_KEYS = {
-    "api_version": "azure",
-    "deployments": "azure",
-    "anthropic_version": "anthropic",
-    "max_tokens": "anthropic",
-}
 
 
 def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderConfig:
@@ -431,9 +426,12 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
     if api_key_env:
         api_key = c.secret_from_env(env, api_key_env, f"{where}.api_key_env")
     ptype = c.get(raw, where, "type", c.choice(PROVIDER_TYPES), "openai")
-    for key, only_for in _TYPE_ONLY_KEYS.items():
-        if key in raw and ptype != only_for:
-            raise ConfigError(f"{where}.{key} applies to type {only_for} only (this is {ptype})")
+    for only_for, keys in PROVIDER_TYPE_OPTIONS.items():
+        for key in keys:
+            if key in raw and ptype != only_for:
+                raise ConfigError(
+                    f"{where}.{key} applies to type {only_for} only (this is {ptype})"
+                )
     base_url = c.get(raw, where, "base_url", c.url, None).rstrip("/")
     credential = hash_key(api_key) if api_key else ""
     return ProviderConfig(

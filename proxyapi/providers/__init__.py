@@ -12,6 +12,7 @@ from proxyapi.providers.openai import OpenAIAdapter
 if TYPE_CHECKING:
     from proxyapi.config import ProviderConfig
 
+# One per type of proxyapi.config.model.PROVIDER_TYPE_OPTIONS.
 ADAPTERS: dict[str, type[Adapter]] = {
     "openai": OpenAIAdapter,
     "azure": AzureAdapter,

@@ -143,6 +143,16 @@ class Adapter(ABC):
         """Return the OpenAI JSON body of a 2xx reply and its usage; raise UpstreamMalformed
         if the reply is not an answer."""
 
+    def answer_object(self, reply: UpstreamReply) -> dict[str, Any]:
+        """The reply's body as a JSON object; UpstreamMalformed when it is not one."""
+        data = load_json_object(reply.body)
+        if data is None:
+            raise UpstreamMalformed(
+                f"Provider '{self.provider.name}' answered {reply.status} with a body that is "
+                "not a JSON object."
+            )
+        return data
+
     @abstractmethod
     def parse_error(self, reply: UpstreamReply) -> ErrorInfo:
         """Read a non-2xx reply's body into an :class:`ErrorInfo`."""

@@ -26,6 +26,7 @@ from proxyapi.providers.base import (
     Usage,
     load_json_object,
 )
+from proxyapi.providers.sse import whole_events_end
 from proxyapi.translate.messages_chat import (
     ChatTarget,
     ChatToMessagesStream,
@@ -107,12 +108,7 @@ class OpenAIAdapter(Adapter):
         )
 
     def parse(self, op: Operation, reply: UpstreamReply) -> tuple[bytes, Usage | None]:
-        data = load_json_object(reply.body)
-        if data is None:
-            raise UpstreamMalformed(
-                f"Provider '{self.provider.name}' answered {reply.status} with a body that is "
-                "not a JSON object."
-            )
+        data = self.answer_object(reply)
         if not isinstance(data.get(_RESULT_FIELD[op]), list):
             raise UpstreamMalformed(
                 f"Provider '{self.provider.name}' answered {reply.status} without "
@@ -157,16 +153,6 @@ class OpenAIAdapter(Adapter):
 DONE = b"data: [DONE]"
 
 
-def _event_end(buf: bytes | bytearray) -> int:
-    """Return the index just past the last complete SSE event in ``buf`` (0 if none)."""
-    end = 0
-    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
-        at = buf.rfind(sep)
-        if at >= 0:
-            end = max(end, at + len(sep))
-    return end
-
-
 class OpenAIEventStream(StreamTranslator):
     """OpenAI's own event stream, relayed as it is, in whole events.
 
@@ -180,7 +166,7 @@ class OpenAIEventStream(StreamTranslator):
 
     def feed(self, chunk: bytes) -> list[bytes]:
         self._pending += chunk
-        end = _event_end(self._pending)
+        end = whole_events_end(self._pending)
         if not end:
             return []
         out = bytes(self._pending[:end])

@@ -39,6 +39,17 @@ def sse_event(data: bytes | Mapping[str, Any] | list[Any], event: str | None = N
     return bytes(out)
 
 
+def whole_events_end(buf: bytes | bytearray) -> int:
+    """The index just past the last complete event in ``buf`` (0 if none), for a relay that
+    passes events on as bytes without parsing them."""
+    end = 0
+    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        at = buf.rfind(sep)
+        if at >= 0:
+            end = max(end, at + len(sep))
+    return end
+
+
 @dataclass(frozen=True)
 class ServerEvent:
     """One dispatched event; ``event`` is "" when the event had no ``event:`` line."""

@@ -128,12 +128,7 @@ class AnthropicAdapter(Adapter):
 
     def parse(self, op: Operation, reply: UpstreamReply) -> tuple[bytes, Usage | None]:
         """Check an answer; translate it for a chat client, relay it as it is otherwise."""
-        data = load_json_object(reply.body)
-        if data is None:
-            raise UpstreamMalformed(
-                f"Provider '{self.provider.name}' answered {reply.status} with a body that is "
-                "not a JSON object."
-            )
+        data = self.answer_object(reply)
         if op is Operation.COUNT_TOKENS:
             if not isinstance(data.get("input_tokens"), int):
                 raise UpstreamMalformed(
