@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 # Deeper nesting is refused. Real requests stay far below (a tool's JSON schema nests a few
 # dozen levels at most); the limit keeps every later encode and walk of the body well inside
@@ -90,3 +90,8 @@ def encode_json(value: Any, *, sort_keys: bool = False) -> bytes:
         return json.dumps(
             value, ensure_ascii=True, separators=(",", ":"), sort_keys=sort_keys
         ).encode("ascii")
+
+
+def is_count(value: Any) -> TypeGuard[int]:
+    """Tell whether a JSON value is a whole number (``true`` is not one, as JSON has it)."""
+    return isinstance(value, int) and not isinstance(value, bool)

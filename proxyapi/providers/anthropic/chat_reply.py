@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
-from proxyapi.jsonio import compact_json
+from proxyapi.jsonio import compact_json, is_count
 
 # Anthropic's stop_reason -> OpenAI's finish_reason; any other (or none) reads as a natural stop.
 FINISH_REASONS = {
@@ -96,7 +96,7 @@ def openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
 
     def count(name: str) -> int:
         value = usage.get(name)
-        return value if _is_count(value) else 0
+        return value if is_count(value) else 0
 
     cache_write = count("cache_creation_input_tokens")
     cache_read = count("cache_read_input_tokens")
@@ -108,14 +108,10 @@ def openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
         "total_tokens": prompt + completion,
     }
     if any(
-        _is_count(usage.get(k)) for k in ("cache_creation_input_tokens", "cache_read_input_tokens")
+        is_count(usage.get(k)) for k in ("cache_creation_input_tokens", "cache_read_input_tokens")
     ):
         out["prompt_tokens_details"] = {"cached_tokens": cache_read}
     return out
-
-
-def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _chat_id(message_id: Any) -> str:

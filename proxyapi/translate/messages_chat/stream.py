@@ -1,0 +1,310 @@
+"""OpenAI chat streams as Anthropic Messages streams (see the package docstring)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxyapi.errors import UpstreamStreamFailed
+from proxyapi.providers.base import StreamTranslator, Usage
+from proxyapi.providers.sse import ServerEvent, SSEParser, sse_event
+from proxyapi.translate.messages_chat.answer import _message_id, _stop_reason, messages_usage
+
+_STREAM_ERROR_TYPE = "upstream_error"
+_MALFORMED = "upstream_malformed_response"
+_DONE = b"[DONE]"
+_ERROR_SNIPPET = 300
+
+
+@dataclass
+class _ToolCall:
+    """One streamed OpenAI tool call, until its Anthropic block is closed."""
+
+    id: str
+    name: str
+    pending: list[str] = field(default_factory=list)  # arguments before the block could start
+    started: bool = False
+    closed: bool = False
+
+
+class ChatToMessagesStream(StreamTranslator):
+    """OpenAI chat.completion.chunk SSE bytes -> Anthropic Messages SSE bytes.
+
+    Input may be cut anywhere; output is whole events. After the end, or an error, the rest of
+    the input is ignored. An error event (``{"error": ...}`` or ``event: error``) or an event
+    that is not JSON raises :class:`UpstreamStreamFailed`, from :meth:`feed` or :meth:`close`
+    once the events before it were returned. ``message_id`` replaces the one made from the
+    upstream's chunk id.
+    """
+
+    def __init__(self, provider: str, model: str, message_id: str | None = None) -> None:
+        self.provider = provider
+        self.model = model  # until the upstream names its own
+        self.message_id = message_id
+        self.usage: Usage | None = None
+        self.complete = False
+        self._parser = SSEParser()
+        self._raw_usage: Mapping[str, Any] | None = None
+        self._started = False  # message_start was sent
+        self._reading = True  # False after the end, an error, or [DONE]
+        self._failure: UpstreamStreamFailed | None = None
+        self._finish_reason: str | None = None
+        self._final_usage = False  # usage came with the finish, or after it
+        self._blocks = 0  # blocks opened so far; the next one's index
+        self._open: str | None = None  # "text" or "tool": the kind of the open block
+        self._tools: dict[Any, _ToolCall] = {}  # by OpenAI tool call index
+        self._open_tool: Any = None
+        self._tool_used = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        out = self._read(self._parser.feed(chunk) if self._reading else [], last=False)
+        if self._failure is not None and not out:
+            raise self._failure
+        return out  # a failure found in this chunk is raised on the next call
+
+    def close(self) -> list[bytes]:
+        """Send what ends the message; the blocks only, when the stream was cut short."""
+        if self._failure is not None:
+            raise self._failure
+        out = self._read(self._parser.close() if self._reading else [], last=True)
+        if self._failure is not None:
+            if not out:
+                raise self._failure
+            return out
+        if not self.complete:
+            if self._final_usage:
+                out.extend(self._end())  # usage came with the finish; [DONE] was all we lacked
+            else:
+                out.extend(self._close_block())
+            self._reading = False
+        return self._started_first(out)
+
+    # ------------------------------------------------------------------ input
+
+    def _read(self, events: list[ServerEvent], *, last: bool) -> list[bytes]:
+        out: list[bytes] = []
+        for event in events:
+            if not self._reading:
+                break
+            out.extend(self._started_first(self._event(event, last=last)))
+        return out
+
+    def _started_first(self, out: list[bytes]) -> list[bytes]:
+        """Put message_start before the first events sent: sending waits for something to say."""
+        if out and not self._started:
+            out[:0] = self._start()
+        return out
+
+    def _event(self, event: ServerEvent, *, last: bool) -> list[bytes]:
+        if event.data.strip() == _DONE:
+            self._reading = False
+            # Without a finish_reason the answer may be cut short: close() says so.
+            return self._end() if self._finish_reason is not None else []
+        try:
+            data = json.loads(event.data)
+        except (ValueError, RecursionError):  # UnicodeDecodeError included
+            data = None
+        if event.event == "error" or (isinstance(data, dict) and data.get("error") is not None):
+            return self._on_error(data, event.data)
+        if not isinstance(data, dict):
+            if last:  # the stream was cut inside it; close() reports the truncation
+                return []
+            return self._fail(
+                f"Provider '{self.provider}' sent a stream event that is not a JSON object.",
+                _STREAM_ERROR_TYPE,
+                _MALFORMED,
+            )
+        return self._on_chunk(data)
+
+    def _on_chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
+        finished_before = self._finish_reason is not None
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._raw_usage = usage
+            self.usage = Usage.from_openai(usage)
+        if not self._started:
+            if self.message_id is None and isinstance(chunk.get("id"), str) and chunk["id"]:
+                self.message_id = _message_id(chunk["id"])
+            if isinstance(chunk.get("model"), str) and chunk["model"]:
+                self.model = chunk["model"]
+        out: list[bytes] = []
+        choice = _first_choice(chunk.get("choices"))
+        delta = choice.get("delta") if choice is not None else None
+        if isinstance(delta, dict):
+            for name in ("content", "refusal"):
+                text = delta.get(name)
+                if isinstance(text, str) and text:
+                    out.extend(self._text(text))
+            calls = delta.get("tool_calls")
+            for piece in calls if isinstance(calls, list) else ():
+                if isinstance(piece, dict):
+                    out.extend(self._tool_piece(piece))
+                    if self._failure is not None:
+                        return out
+            legacy = delta.get("function_call")
+            if isinstance(legacy, dict):
+                out.extend(self._tool_piece({"index": "function_call", "function": legacy}))
+        finish = choice.get("finish_reason") if choice is not None else None
+        if isinstance(finish, str) and finish:
+            self._finish_reason = finish
+            out.extend(self._close_block())
+        if isinstance(usage, dict) and self._finish_reason is not None:
+            self._final_usage = True
+            if finished_before:  # the usage chunk that follows the finish
+                out.extend(self._end())
+        return out
+
+    def _on_error(self, data: Any, raw: bytes) -> list[bytes]:
+        err = data.get("error", data) if isinstance(data, dict) else None
+        if not isinstance(err, dict):
+            err = {"message": err if isinstance(err, str) else None}
+        message, kind, code = err.get("message"), err.get("type"), err.get("code")
+        if not isinstance(message, str) or not message:
+            snippet = raw[:_ERROR_SNIPPET].decode("utf-8", "replace").strip()
+            message = snippet if data is None and snippet else "The provider's stream failed."
+        return self._fail(
+            message,
+            kind if isinstance(kind, str) and kind else _STREAM_ERROR_TYPE,
+            str(code) if isinstance(code, str | int) and not isinstance(code, bool) else None,
+        )
+
+    def _fail(self, message: str, kind: str, code: str | None) -> list[bytes]:
+        # Raised (by feed or close, once what came before it is out), not written: before the
+        # first event the caller falls back to the next provider; after it, the caller ends the
+        # stream with an error event.
+        self._reading = False
+        self._failure = UpstreamStreamFailed(message, type=kind, error_code=code)
+        return []
+
+    # ------------------------------------------------------------------ blocks
+
+    def _text(self, text: str) -> list[bytes]:
+        out: list[bytes] = []
+        if self._open != "text":
+            out.extend(self._close_block())
+            out.append(self._open_block("text", {"type": "text", "text": ""}))
+        out.append(self._delta({"type": "text_delta", "text": text}))
+        return out
+
+    def _tool_piece(self, piece: Mapping[str, Any]) -> list[bytes]:
+        index = piece.get("index")
+        function = piece.get("function")
+        function = function if isinstance(function, dict) else {}
+        call_id, name, arguments = piece.get("id"), function.get("name"), function.get("arguments")
+        if index is None or isinstance(index, bool):
+            # No index: a piece with an id starts a call, one without continues the open one.
+            fresh = call_id or self._open_tool is None
+            index = len(self._tools) if fresh else self._open_tool
+        out: list[bytes] = []
+        call = self._tools.get(index)
+        if call is None:
+            out.extend(self._close_block())
+            call = _ToolCall(f"call_{len(self._tools)}", "")
+            self._tools[index] = call
+            self._open, self._open_tool = "tool", index
+        elif call.closed:
+            if not arguments and not name:
+                return []  # a repeat of what is known
+            return self._fail(
+                f"Provider '{self.provider}' sent pieces of tool call {index} after another "
+                "content block began.",
+                _STREAM_ERROR_TYPE,
+                _MALFORMED,
+            )
+        if not call.started:
+            if isinstance(call_id, str) and call_id:
+                call.id = call_id
+            if isinstance(name, str) and name:
+                call.name = name
+        if isinstance(arguments, str) and arguments:
+            if call.started:
+                out.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
+            else:
+                call.pending.append(arguments)
+        if not call.started and call.name:
+            out.extend(self._start_tool(call))
+        return out
+
+    def _start_tool(self, call: _ToolCall) -> list[bytes]:
+        call.started = True
+        self._tool_used = True
+        block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+        out = [self._open_block("tool", block)]
+        if call.pending:
+            partial = "".join(call.pending)
+            call.pending.clear()
+            out.append(self._delta({"type": "input_json_delta", "partial_json": partial}))
+        return out
+
+    def _open_block(self, kind: str, block: dict[str, Any]) -> bytes:
+        self._open = kind
+        self._blocks += 1
+        return self._event_bytes(
+            {"type": "content_block_start", "index": self._blocks - 1, "content_block": block}
+        )
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return self._event_bytes(
+            {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta}
+        )
+
+    def _close_block(self) -> list[bytes]:
+        out: list[bytes] = []
+        if self._open == "tool":
+            call = self._tools[self._open_tool]
+            if not call.started:  # it never got a name: it still gets its block
+                out.extend(self._start_tool(call))
+            call.closed = True
+            self._open_tool = None
+        if self._open is not None:
+            out.append(self._event_bytes({"type": "content_block_stop", "index": self._blocks - 1}))
+            self._open = None
+        return out
+
+    # ------------------------------------------------------------------ message
+
+    def _start(self) -> list[bytes]:
+        self._started = True
+        message: dict[str, Any] = {
+            "id": self.message_id or _message_id(None),
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": self.model,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return [
+            self._event_bytes({"type": "message_start", "message": message}),
+            self._event_bytes({"type": "ping"}),
+        ]
+
+    def _end(self) -> list[bytes]:
+        out = self._close_block()
+        delta = {
+            "stop_reason": _stop_reason(self._finish_reason, self._tool_used),
+            "stop_sequence": None,
+        }
+        usage = messages_usage(self._raw_usage)
+        out.append(self._event_bytes({"type": "message_delta", "delta": delta, "usage": usage}))
+        out.append(self._event_bytes({"type": "message_stop"}))
+        self.complete = True
+        self._reading = False
+        return out
+
+    @staticmethod
+    def _event_bytes(payload: dict[str, Any]) -> bytes:
+        return sse_event(payload, payload["type"])
+
+
+def _first_choice(choices: Any) -> Mapping[str, Any] | None:
+    """Choice 0 of a chunk (the request never asks for more)."""
+    if not isinstance(choices, list):
+        return None
+    for choice in choices:
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            return choice
+    return None
