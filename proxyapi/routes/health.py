@@ -11,12 +11,18 @@ from proxyapi import ratelimit, redis_client, upstream
 from proxyapi.config import Config
 
 bp = Blueprint("health", __name__)
-PUBLIC_ENDPOINTS = ("health.health", "health.ready")
+PUBLIC_ENDPOINTS = ("health.health", "health.ready", "health.root")
 
 
 @bp.get("/health")
 def health() -> Response:
     """Report that the process is up."""
+    return jsonify(status="ok")
+
+
+@bp.get("/")
+def root() -> Response:
+    """Answer a connectivity probe (Claude Code sends ``HEAD /``): the gateway is here."""
     return jsonify(status="ok")
 
 
