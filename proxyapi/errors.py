@@ -29,7 +29,13 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
-from proxyapi.dialects.shapes import OPENAI_TYPES, dialect_of_path, error_for, openai_error
+from proxyapi.dialects.shapes import (
+    ANTHROPIC,
+    OPENAI_TYPES,
+    dialect_of_path,
+    error_for,
+    openai_error,
+)
 from proxyapi.jsonio import encode_json
 
 # OpenAI's error ``type`` for each status the gateway can send.
@@ -205,6 +211,9 @@ def render_error(exc: HTTPException) -> Response:
     secrets = current_app.extensions.get("proxyapi.secrets", ())
     dialect = g.get("dialect") or dialect_of_path(request.path)
     body = error_for(dialect, status, redact(message, secrets), kind, param, code, request_id)
+    if dialect == ANTHROPIC and request_id:
+        # The anthropic SDKs read an error's request id from this header, as on answers.
+        headers.setdefault("request-id", request_id)
     return Response(
         encode_json(body),
         status=status,

@@ -132,6 +132,17 @@ class RequestBuffer:
         self._need = 0  # Content-Length bytes still to come
         self._chunks: _ChunkScanner | None = None
 
+    @property
+    def path(self) -> str:
+        """The request's path, for the dialect of a refusal: parsed, or read off the request
+        line when the head itself was refused ("" when there is no such line)."""
+        if self.request is not None:
+            return str(self.request.path or "")
+        parts = bytes(self._head).split(b"\n", 1)[0].split(b" ")
+        if len(parts) < 3:
+            return ""
+        return parts[1].decode("latin-1").split("?", 1)[0].split("#", 1)[0]
+
     def feed(self, data: bytes) -> State:
         """Take the next bytes of the connection; say where the request stands."""
         self.received += len(data)

@@ -281,9 +281,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         """Send an error answer from the loop, then drain the input briefly and close."""
         self._log_refusal(conn.client, refusal)
         entry = self.reading.get(conn)
-        request = entry.buffer.request if entry is not None else None
+        path = entry.buffer.path if entry is not None else ""
         self._stop_reading(conn)
-        self._send(conn, refusal_response(refusal, request.path if request is not None else ""))
+        self._send(conn, refusal_response(refusal, path))
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
