@@ -259,3 +259,43 @@ def test_overloaded_at_stream_start_falls_back(
     assert raw.headers["X-ProxyAPI-Provider"] == "fake"
     text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
     assert text == "tok0 tok1 tok2 tok3 tok4 "
+
+
+PLACE_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+    "required": ["city", "country"],
+    "additionalProperties": False,
+}
+
+
+def test_structured_output_and_strict_tools_reach_anthropic(
+    client: openai.OpenAI, claude: FakeAnthropic
+) -> None:
+    # What openai's parse(), pydantic-ai and the Agents SDK send: a strict json_schema and
+    # strict tools. Both used to be refused with 400.
+    strict_tool = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": PLACE_SCHEMA, "strict": True},
+    }
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "place", "schema": PLACE_SCHEMA, "strict": True},
+        },
+        tools=[strict_tool],
+    )
+    assert completion.choices[0].message.role == "assistant"
+    sent = claude.calls("/v1/messages")[-1].body
+    assert sent["output_config"] == {"format": {"type": "json_schema", "schema": PLACE_SCHEMA}}
+    assert sent["tools"] == [{"name": "lookup", "input_schema": PLACE_SCHEMA, "strict": True}]
+    assert "response_format" not in sent
+    client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, response_format={"type": "json_object"}
+    )
+    sent = claude.calls("/v1/messages")[-1].body
+    assert "output_config" not in sent and sent["system"].endswith(
+        "nothing else: no prose, no code fences."
+    )
