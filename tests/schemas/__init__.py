@@ -1,6 +1,8 @@
 """Validate bodies against the public OpenAI OpenAPI component schemas (spec 2.3.0).
 
-``openai-schemas.json`` holds the component schemas of openai/openai-openapi ``openapi.json``.
+``openai-schemas.json`` holds the component schemas of openai/openai-openapi ``openapi.json``
+that chat, completions, embeddings, models and errors use, and the Responses API's: every
+schema ``Response``, ``ResponseStreamEvent`` and ``CreateResponse`` refer to, copied unchanged.
 The spec disagrees with the live API in a few places, tolerated here and nowhere else:
 ``refusal`` and ``logprobs`` listed as required (the API sends them as null), and a stream
 chunk's ``finish_reason`` typed as a non-null string (every chunk but the last carries null).
