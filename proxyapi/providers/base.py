@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from proxyapi.errors import UpstreamMalformed
+from proxyapi.errors import ProxyAPIError, UpstreamMalformed
 
 if TYPE_CHECKING:
     from proxyapi.config import ProviderConfig
@@ -24,8 +24,8 @@ USER_AGENT = "ProxyAPI/0.1"
 class Operation(enum.Enum):
     """What a client asked for, in its own dialect; each adapter maps it to its own call.
 
-    ``CHAT``, ``COMPLETIONS`` and ``EMBEDDINGS`` come in OpenAI's dialect, ``MESSAGES`` and
-    ``COUNT_TOKENS`` in Anthropic's.
+    ``CHAT``, ``COMPLETIONS``, ``EMBEDDINGS`` and ``RESPONSES`` come in OpenAI's dialects,
+    ``MESSAGES`` and ``COUNT_TOKENS`` in Anthropic's.
     """
 
     CHAT = "chat"
@@ -33,6 +33,7 @@ class Operation(enum.Enum):
     EMBEDDINGS = "embeddings"
     MESSAGES = "messages"
     COUNT_TOKENS = "count_tokens"
+    RESPONSES = "responses"
 
 
 class ClientBody(dict[str, Any]):
@@ -119,6 +120,12 @@ class StreamTranslator(ABC):
     def close(self) -> Iterable[bytes]:
         """Return what is left to send when the upstream stream ends."""
         return ()
+
+    def error_event(self, exc: ProxyAPIError, secrets: Iterable[str] = ()) -> bytes | None:
+        """The event that ends this stream with ``exc``, when the client's dialect frames it
+        from what was already sent (a Responses stream's id and next sequence number); None:
+        the dialect's own error event. ``secrets`` are scrubbed from the message."""
+        return None
 
 
 class Adapter(ABC):
