@@ -7,7 +7,10 @@ with content blocks, named SSE events, and ``{"type":"error","error":{...}}`` er
     fake.script(AnthropicFault(status=529), AnthropicFault(error_after=4))
 
 What it answers (the scenario) depends on the request: a ``tool_use`` block when it offers
-``tools``; otherwise text, stopped by ``max_tokens`` (< 5) or the stop sequence ``"END"``.
+``tools``; otherwise text, stopped by ``max_tokens`` (< 5) or the stop sequence ``"END"``. The
+text is a minimal instance of the schema under ``output_config.format`` (structured output),
+else what the tools returned when the last turn holds ``tool_result`` blocks
+(:func:`~tests.fakes.responses_api.tool_said`), else :data:`REPLY_TEXT`.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tests.fakes.http_fake import FakeHandler, ScriptedFake
+from tests.fakes.responses_api import tool_said
+from tests.fakes.schema_instance import instance_of
 from tests.fakes.upstream import Fault, Recorded, StreamRecord
 
 REPLY_TEXT = "Hello from the fake Anthropic."
 TOOL_PREAMBLE = "Let me check."
-AFTER_TOOL_TEXT = "It is 18 degrees in Paris."
 # U+2028 is a line separator to str.splitlines() but not to SSE or JSON: a trap for parsers.
 TOOL_INPUT: dict[str, Any] = {"city": "Paris", "units": "celsius", "note": "caf\u00e9 \u2028 ok"}
 STOP_SEQUENCE = "END"
@@ -317,15 +321,17 @@ class _Handler(FakeHandler):
     def _reply(self, body: dict[str, Any]) -> _Reply:
         """Decide the content blocks and stop reason for a valid request."""
         fake = self.fake
-        text = fake.reply_text if fake.reply_text is not None else REPLY_TEXT
         tools = body.get("tools") or []
         choice = body.get("tool_choice") or {}
         last = body["messages"][-1].get("content")
-        answered = isinstance(last, list) and any(
-            isinstance(b, dict) and b.get("type") == "tool_result" for b in last
+        results = (
+            [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"]
+            if isinstance(last, list)
+            else []
         )
+        output_format = (body.get("output_config") or {}).get("format") or {}
         stop_sequence = None
-        if tools and choice.get("type") != "none" and not answered:
+        if tools and choice.get("type") != "none" and not results:
             tool_input = fake.tool_input if fake.tool_input is not None else TOOL_INPUT
             content: list[dict[str, Any]] = [
                 {"type": "text", "text": TOOL_PREAMBLE},
@@ -339,8 +345,16 @@ class _Handler(FakeHandler):
             stop_reason = "tool_use"
             output_tokens = len(TOOL_PREAMBLE.split()) + max(1, len(_dumps(tool_input)) // 4)
         else:
-            if answered and fake.reply_text is None:
-                text = AFTER_TOOL_TEXT
+            if fake.reply_text is not None:
+                text = fake.reply_text
+            elif output_format.get("type") == "json_schema":
+                text = json.dumps(instance_of(output_format.get("schema", {})))
+            elif results:
+                text = " ".join(
+                    tool_said(b.get("tool_use_id", ""), b.get("content")) for b in results
+                )
+            else:
+                text = REPLY_TEXT
             words = text.split(" ")
             stops = body.get("stop_sequences") or []
             if body["max_tokens"] < 5:

@@ -7,6 +7,12 @@ It runs in the test process on its own threads, so a test scripts it directly::
 Each queued :class:`Fault` applies to one upcoming request (in order); with none queued the
 fake answers normally. It records every request it sees and every stream it served, including
 when a client went away in the middle.
+
+What it answers depends on the request, as a model would: a call of the first tool offered;
+text once the last message is a tool result (:func:`~tests.fakes.responses_api.tool_said`);
+a minimal instance of the schema under a ``json_schema`` response format; otherwise
+:data:`REPLY_TEXT` (``tok0 tok1 ...`` when streamed). With ``responses_api=True`` it also
+serves the Responses API (:mod:`tests.fakes.responses_api`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.fakes.http_fake import FakeHandler, ScriptedFake
+from tests.fakes.responses_api import Reply, ResponsesAPI, encode, frame, pieces, tool_said
+from tests.fakes.schema_instance import instance_of
 
 REPLY_TEXT = "Hello from the fake upstream."
 # What the fake calls its first offered tool with (U+2028 included: a trap for line splitters).
@@ -68,6 +76,9 @@ class Fault:
     reset_after: int | None = None  # after this many stream events, reset the connection
     end_after: int | None = None  # after this many stream events, end cleanly (no [DONE])
     content_type: str | None = None
+    # Responses streams: after this many events, send response.failed with this code and end.
+    fail_after: int | None = None
+    fail_code: str = "server_error"
 
 
 @dataclass
@@ -100,9 +111,12 @@ class FakeUpstream(ScriptedFake[Fault, Recorded, StreamRecord]):
         models: list[str] | None = None,
         azure_api_version: str | None = None,
         deployments: dict[str, str] | None = None,
+        responses_api: bool = False,
     ):
         """``azure_api_version`` makes it an Azure OpenAI resource: per-deployment paths, an
-        ``api-key`` header, and content-filter results (``deployments``: deployment -> model)."""
+        ``api-key`` header, and content-filter results (``deployments``: deployment -> model).
+        ``responses_api`` serves ``/v1/responses`` (Azure: ``/openai/v1/responses``); without
+        it that path is a 404, as on a chat-only host such as vLLM."""
         super().__init__(_Handler)
         self.api_key = api_key
         self.azure_api_version = azure_api_version
@@ -110,6 +124,9 @@ class FakeUpstream(ScriptedFake[Fault, Recorded, StreamRecord]):
         self.models = models or ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "fake-model"]
         self.default_chunks = 5
         self.default_chunk_delay = 0.0
+        self._serves_responses = responses_api
+        self.responses_api = responses_api  # a test may switch it until reset()
+        self.responses = ResponsesAPI(REPLY_TEXT, TOOL_CALL_ID, TOOL_ARGUMENTS)
 
     @property
     def base_url(self) -> str:
@@ -118,10 +135,12 @@ class FakeUpstream(ScriptedFake[Fault, Recorded, StreamRecord]):
         return f"http://127.0.0.1:{self.port}/v1"
 
     def reset(self) -> None:
-        """Forget recorded traffic and queued faults."""
+        """Forget recorded traffic, queued faults and stored responses; undo knob changes."""
         super().reset()
         self.default_chunks = 5
         self.default_chunk_delay = 0.0
+        self.responses_api = self._serves_responses
+        self.responses.clear()
 
 
 class _Handler(FakeHandler):
@@ -164,12 +183,28 @@ class _Handler(FakeHandler):
         fault = self.fake.next_fault()
         if fault and self._apply_fault(fault):
             return
-        if self.path.rstrip("/") == "/v1/models":
+        response_id = self._response_id()
+        if response_id:
+            self._answer(self.fake.responses.retrieve(response_id), fault)
+        elif self.path.rstrip("/") == "/v1/models":
             data = [
                 {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
                 for m in self.fake.models
             ]
             self._send_json(200, {"object": "list", "data": data})
+        else:
+            self._error(404, f"Unknown path {self.path}", "invalid_request_error")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self.fake.record(Recorded("DELETE", self.path, dict(self.headers), None))
+        if not self._authorized():
+            return
+        fault = self.fake.next_fault()
+        if fault and self._apply_fault(fault):
+            return
+        response_id = self._response_id()
+        if response_id:
+            self._answer(self.fake.responses.delete(response_id), fault)
         else:
             self._error(404, f"Unknown path {self.path}", "invalid_request_error")
 
@@ -186,6 +221,9 @@ class _Handler(FakeHandler):
                 400, "We could not parse the JSON body of your request.", "invalid_request_error"
             )
             return
+        if self._response_id() == "":
+            self._create_response(body, fault)
+            return
         path = self.path.rstrip("/")
         if self.fake.azure_api_version:
             resolved = self._azure_route()
@@ -193,6 +231,9 @@ class _Handler(FakeHandler):
                 return
             path, deployed = resolved
             body = {**body, "model": deployed}
+        elif path not in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+            self._error(404, f"Unknown path {self.path}", "invalid_request_error")
+            return
         if body.get("model") not in self.fake.models:
             self._error(
                 404,
@@ -205,10 +246,35 @@ class _Handler(FakeHandler):
             self._completion(body, chat=True, fault=fault)
         elif path == "/v1/completions":
             self._completion(body, chat=False, fault=fault)
-        elif path == "/v1/embeddings":
-            self._embeddings(body)
         else:
-            self._error(404, f"Unknown path {self.path}", "invalid_request_error")
+            self._embeddings(body)
+
+    def _response_id(self) -> str | None:
+        """For a Responses API path: "" for the collection, else the response id; None if
+        the path is another, or this fake does not serve the Responses API."""
+        prefix = "/openai/v1/responses" if self.fake.azure_api_version else "/v1/responses"
+        path = urlsplit(self.path).path.rstrip("/")
+        if not self.fake.responses_api or not (path == prefix or path.startswith(prefix + "/")):
+            return None
+        rest = unquote(path[len(prefix) + 1 :])
+        return None if "/" in rest else rest
+
+    def _create_response(self, body: dict[str, Any], fault: Fault | None) -> None:
+        if self.fake.azure_api_version and isinstance(body.get("model"), str):
+            # Azure's v1 API takes the deployment's name as the model.
+            body = {**body, "model": self.fake.deployments.get(body["model"], body["model"])}
+        fault = fault or Fault()
+        chunks = fault.chunks if fault.chunks is not None else self.fake.default_chunks
+        reply = self.fake.responses.create(
+            body, self.fake.models, chunks, fault.fail_after, fault.fail_code
+        )
+        self._answer(reply, fault)
+
+    def _answer(self, reply: Reply, fault: Fault | None) -> None:
+        if reply.events is not None:
+            self._send_stream([frame(e) for e in reply.events], fault or Fault())
+        else:
+            self._send_json(reply.status, encode(reply.body))
 
     def _azure_route(self) -> tuple[str, str] | None:
         """Map an Azure deployment URL to (OpenAI path, model); 404 like Azure if it is off."""
@@ -269,15 +335,33 @@ class _Handler(FakeHandler):
             "total_tokens": prompt_tokens + completion_tokens,
         }
 
+    def _chat_text(self, body: dict[str, Any]) -> str | None:
+        """The assistant's text when the request decides it (a structured answer, or a reply
+        to tool results); None for the default text, or a tool call when tools are offered."""
+        results: list[dict[str, Any]] = []
+        for message in reversed(body.get("messages") or []):
+            if not (isinstance(message, dict) and message.get("role") == "tool"):
+                break
+            results.insert(0, message)
+        response_format = body.get("response_format") or {}
+        if response_format.get("type") == "json_schema" and (results or not body.get("tools")):
+            schema = (response_format.get("json_schema") or {}).get("schema", {})
+            return json.dumps(instance_of(schema))
+        if results:
+            return " ".join(tool_said(m.get("tool_call_id", ""), m.get("content")) for m in results)
+        return None
+
     def _completion(self, body: dict[str, Any], chat: bool, fault: Fault | None) -> None:
         model = body["model"]
         created = int(time.time())
         cid = ("chatcmpl-" if chat else "cmpl-") + format(abs(hash((created, id(self)))), "x")
+        text = self._chat_text(body) if chat else None
         if body.get("stream"):
-            self._stream(body, chat, fault, model, created, cid)
+            self._stream(body, chat, fault, model, created, cid, text)
             return
-        words = REPLY_TEXT.split(" ")
-        if chat and body.get("tools"):
+        content = REPLY_TEXT if text is None else text
+        words = content.split(" ")
+        if chat and body.get("tools") and text is None:
             # Offered tools: call the first one, as a model would.
             call = {
                 "id": TOOL_CALL_ID,
@@ -301,7 +385,7 @@ class _Handler(FakeHandler):
         elif chat:
             choice = {
                 "index": 0,
-                "message": {"role": "assistant", "content": REPLY_TEXT, "refusal": None},
+                "message": {"role": "assistant", "content": content, "refusal": None},
                 "logprobs": None,
                 "finish_reason": "stop",
             }
@@ -329,10 +413,10 @@ class _Handler(FakeHandler):
         model: str,
         created: int,
         cid: str,
+        text: str | None,
     ) -> None:
         fault = fault or Fault()
         n = fault.chunks if fault.chunks is not None else self.fake.default_chunks
-        delay = fault.chunk_delay or self.fake.default_chunk_delay
         obj = "chat.completion.chunk" if chat else "text_completion"
 
         def chunk(delta: dict[str, Any] | str, finish: str | None) -> dict[str, Any]:
@@ -362,7 +446,7 @@ class _Handler(FakeHandler):
             )
         if chat:
             events.append(chunk({"role": "assistant", "content": ""}, None))
-        if chat and body.get("tools"):
+        if chat and body.get("tools") and text is None:
             # A tool call: its id and name first, then the arguments in small fragments.
             name = body["tools"][0]["function"]["name"]
             arguments = json.dumps(TOOL_ARGUMENTS, ensure_ascii=False)
@@ -388,8 +472,8 @@ class _Handler(FakeHandler):
                 )
             events.append(chunk({}, "tool_calls"))
         else:
-            for i in range(n):
-                piece = f"tok{i} "
+            texts = [f"tok{i} " for i in range(n)] if text is None else pieces(text, n)
+            for piece in texts:
                 events.append(chunk({"content": piece} if chat else piece, None))
             events.append(chunk({} if chat else "", "stop"))
         options = body.get("stream_options") or {}
@@ -399,17 +483,24 @@ class _Handler(FakeHandler):
             usage_chunk["usage"] = self._usage(body, n)
             events.append(usage_chunk)
         events.append("[DONE]")
+        frames = [f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events]
+        self._send_stream([f.encode() for f in frames], fault)
 
+    def _send_stream(self, frames: list[bytes], fault: Fault) -> None:
+        """Send SSE frames, acting out the fault's stream parts; record how the stream ended."""
+        delay = fault.chunk_delay or self.fake.default_chunk_delay
         self.send_response(200)
         self.send_header("Content-Type", fault.content_type or "text/event-stream; charset=utf-8")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache")
+        for k, v in fault.headers.items():
+            self.send_header(k, v)
         self.end_headers()
         record = StreamRecord(started=time.monotonic())
         with self.fake._lock:
             self.fake.streams.append(record)
         try:
-            for i, event in enumerate(events):
+            for i, data in enumerate(frames):
                 if fault.reset_after is not None and i == fault.reset_after:
                     self._reset()
                     return
@@ -417,10 +508,9 @@ class _Handler(FakeHandler):
                     break
                 if fault.stall_after is not None and i == fault.stall_after:
                     self.fake.stopping.wait(fault.stall_for)
-                data = event if isinstance(event, str) else json.dumps(event)
-                self._write_chunk(f"data: {data}\n\n".encode())
+                self._write_chunk(data)
                 record.events_sent += 1
-                if delay and i < len(events) - 1:
+                if delay and i < len(frames) - 1:
                     self.fake.stopping.wait(delay)
             self._write_chunk(b"")
             record.finished = time.monotonic()

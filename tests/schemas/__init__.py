@@ -4,8 +4,10 @@
 that chat, completions, embeddings, models and errors use, and the Responses API's: every
 schema ``Response``, ``ResponseStreamEvent`` and ``CreateResponse`` refer to, copied unchanged.
 The spec disagrees with the live API in a few places, tolerated here and nowhere else:
-``refusal`` and ``logprobs`` listed as required (the API sends them as null), and a stream
-chunk's ``finish_reason`` typed as a non-null string (every chunk but the last carries null).
+``refusal`` and ``logprobs`` listed as required (the API sends them as null), a stream
+chunk's ``finish_reason`` typed as a non-null string (every chunk but the last carries null),
+and a failed response's ``error.code`` missing ``context_length_exceeded`` and
+``insufficient_quota``, which the API sends in ``response.failed`` and Codex acts on.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def _document() -> dict[str, Any]:
         req = schemas[name].get("required", [])
         schemas[name]["required"] = [r for r in req if r != "refusal"]
     _drop_required(schemas, "logprobs")
+    schemas["ResponseErrorCode"]["enum"] += ["context_length_exceeded", "insufficient_quota"]
     chunk_choice = schemas["CreateChatCompletionStreamResponse"]["properties"]["choices"]["items"]
     chunk_choice["properties"]["finish_reason"] = {
         "anyOf": [copy.deepcopy(chunk_choice["properties"]["finish_reason"]), {"type": "null"}]
