@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from proxyapi.errors import ProxyAPIError, UpstreamError, UpstreamTimeout, redact
 from proxyapi.jsonio import encode_json
@@ -57,7 +57,12 @@ class ChunkSource(Protocol):
     @property
     def complete(self) -> bool: ...
 
+    @property
+    def final(self) -> dict[str, Any] | None: ...
+
     def abort(self) -> None: ...
+
+    def error_event(self, exc: ProxyAPIError, secrets: Iterable[str]) -> bytes | None: ...
 
 
 class TranslatedStream:
@@ -93,8 +98,15 @@ class TranslatedStream:
     def complete(self) -> bool:
         return self.translator.complete
 
+    @property
+    def final(self) -> dict[str, Any] | None:
+        return self.translator.final
+
     def abort(self) -> None:
         self._abort()
+
+    def error_event(self, exc: ProxyAPIError, secrets: Iterable[str]) -> bytes | None:
+        return self.translator.error_event(exc, secrets)
 
 
 def sse_error_event(exc: ProxyAPIError, secrets: Iterable[str] = ()) -> bytes:
@@ -128,6 +140,9 @@ class Relay:
         self.on_finish: Callable[[ProxyAPIError | None], None] | None = None
         # Shown every batch of events sent to the client (a budget counts their text).
         self.watch: Callable[[bytes], None] | None = None
+        # Called once, before the batch that ends the stream properly is sent (so a client
+        # acting on the last event finds what it triggered done: a stored response).
+        self.on_complete: Callable[[], None] | None = None
         self._items: queue.Queue[object] = queue.Queue(maxsize=QUEUE_CHUNKS)
         self._client_gone = threading.Event()
         self._ready = b""  # whole events read by wait_first, not yet sent
@@ -184,7 +199,13 @@ class Relay:
             f"The stream from provider '{self.source.provider}' ended before it was complete.",
             error_code="upstream_stream_truncated",
         )
-        return self.error_event(error, self.secrets), error
+        return self._frame(error), error
+
+    def _frame(self, exc: ProxyAPIError) -> bytes:
+        """``exc`` as the event that ends the stream: framed by the stream itself when its
+        dialect needs what was sent (a Responses stream's id), else by ``error_event``."""
+        own = self.source.error_event(exc, self.secrets)
+        return own if own is not None else self.error_event(exc, self.secrets)
 
     def wait_first(self, timeout: float) -> None:
         """Wait for the first whole event; raise the upstream's error, or a timeout, instead.
@@ -219,12 +240,20 @@ class Relay:
 
     def _observe(self, events: bytes) -> bytes:
         """Scrub secrets (a provider quoting our key back, in its own error event), and show
-        the events to ``watch``."""
+        the events to ``watch``; once the stream is complete, call ``on_complete``."""
         for secret in self._secret_bytes:
             if secret in events:
                 events = events.replace(secret, b"[redacted]")
         if self.watch is not None and events:
             self.watch(events)
+        if self.on_complete is not None and self.source.complete:
+            callback, self.on_complete = self.on_complete, None
+            try:
+                callback()
+            except Exception:  # the answer still goes out; what failed is logged
+                log.exception(
+                    "stream from provider %s: completion hook failed", self.source.provider
+                )
         return events
 
     def events(self) -> Iterator[bytes]:
@@ -249,7 +278,7 @@ class Relay:
                     return
                 if isinstance(item, ProxyAPIError):
                     error = item
-                    yield self.error_event(item, self.secrets)
+                    yield self._frame(item)
                     return
                 assert isinstance(item, bytes)
                 out = self._observe(item)

@@ -92,20 +92,26 @@ def validate(op: Operation, body: Mapping[str, Any]) -> None:
 
 
 def check_model_name(model: str) -> None:
-    """Refuse a model name that is too long or holds characters no model id has.
+    """Refuse a model name that is too long or holds characters no model id has."""
+    check_identifier(model, "model")
+
+
+def check_identifier(value: str, param: str) -> None:
+    """Refuse an id (a model name, a response id) that is too long or holds characters no id
+    has.
 
     Control characters, lone surrogates and other unprintable characters are refused here, so
-    a model name can go into a log line, a URL or an error message as it is.
+    an id can go into a log line, a URL, a store key or an error message as it is.
     """
-    if len(model) > MAX_MODEL_LENGTH:
+    if len(value) > MAX_MODEL_LENGTH:
         raise InvalidRequest(
-            f"'model' must be at most {MAX_MODEL_LENGTH} characters, got {len(model)}.",
-            param="model",
+            f"'{param}' must be at most {MAX_MODEL_LENGTH} characters, got {len(value)}.",
+            param=param,
         )
-    if not model.isprintable():
+    if not value.isprintable():
         raise InvalidRequest(
-            "'model' must not contain control characters or other unprintable characters.",
-            param="model",
+            f"'{param}' must not contain control characters or other unprintable characters.",
+            param=param,
         )
 
 

@@ -6,7 +6,8 @@ the key's ``token_limits``, and a slot against its ``max_concurrent``, atomicall
 once (:meth:`Budgets.reserve`); a request that does not fit is refused with 429 before any
 upstream call. The estimate is the prompt (:func:`estimate_prompt`: the JSON of its input at
 three bytes a token, a conservative count for most text) plus the completion it may produce:
-the client's ``max_completion_tokens``/``max_tokens`` times ``n``, or, when it sends none, the
+the client's ``max_completion_tokens``/``max_tokens`` (a Responses request's
+``max_output_tokens``) times ``n``, or, when it sends none, the
 key's ``max_tokens`` ceiling, which the gateway then sends upstream itself (lowered to what the
 budget has left). When the request ends (:meth:`Ticket.settle`, once, when its response
 closes) the reservation is corrected to what the provider reported, or, with no usage (the
@@ -45,7 +46,7 @@ from proxyapi.budgets.store import (
 )
 from proxyapi.errors import ProxyAPIError
 from proxyapi.jsonio import encode_json
-from proxyapi.providers.base import Operation, Usage
+from proxyapi.providers.base import ClientBody, Operation, Usage
 
 if TYPE_CHECKING:
     from proxyapi.config import Config, KeyConfig
@@ -70,7 +71,8 @@ MIN_COMPLETION = 16
 # When the client sends no max_tokens to the legacy completions endpoint, OpenAI stops at 16.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 # The text a stream or an answer carried (content, tool arguments, legacy text, refusals).
-_TEXT = re.compile(rb'"(?:content|text|arguments|refusal)":\s*"((?:[^"\\]|\\.)*)"')
+# A Responses stream's text comes in "delta" strings (chat and Messages deltas are objects).
+_TEXT = re.compile(rb'"(?:content|text|arguments|refusal|delta)":\s*"((?:[^"\\]|\\.)*)"')
 
 
 class BudgetExceeded(ProxyAPIError):
@@ -107,6 +109,8 @@ def estimate_prompt(op: Operation, body: Mapping[str, Any]) -> int:
     value = body.get(field)
     if op in (Operation.MESSAGES, Operation.COUNT_TOKENS) and body.get("system"):
         value = [body["system"], value]
+    if op is Operation.RESPONSES and body.get("instructions"):
+        value = [body["instructions"], value]
     data_urls = 0
 
     def shrink(item: Any) -> Any:
@@ -326,7 +330,7 @@ def _completion(op: Operation, body: Mapping[str, Any], ceiling: int) -> tuple[i
         return 0, False, 1
     n = body.get("n")
     n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
-    asked = body.get("max_completion_tokens")
+    asked = body.get(_CAP_FIELD.get(op, "max_completion_tokens"))
     if asked is None:
         asked = body.get("max_tokens")
     if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
@@ -337,11 +341,19 @@ def _completion(op: Operation, body: Mapping[str, Any], ceiling: int) -> tuple[i
 
 
 def _with_cap(op: Operation, body: dict[str, Any], cap: int) -> dict[str, Any]:
-    """The body with the completion cap the reservation was made for."""
-    # max_completion_tokens is the name OpenAI and Azure take for every chat model (reasoning
-    # models refuse max_tokens); the Anthropic adapter maps it to its own max_tokens.
-    name = "max_completion_tokens" if op is Operation.CHAT else "max_tokens"
-    return {**body, name: max(1, cap)}
+    """The body with the completion cap the reservation was made for (a client's body keeps
+    the headers it came with)."""
+    capped = {**body, _CAP_FIELD.get(op, "max_tokens"): max(1, cap)}
+    return body.revised(capped) if isinstance(body, ClientBody) else capped
+
+
+# The field that caps the completion, per operation (max_tokens for the others).
+# max_completion_tokens is the name OpenAI and Azure take for every chat model (reasoning
+# models refuse max_tokens); the Anthropic adapter maps it to its own max_tokens.
+_CAP_FIELD = {
+    Operation.CHAT: "max_completion_tokens",
+    Operation.RESPONSES: "max_output_tokens",
+}
 
 
 def init_app(

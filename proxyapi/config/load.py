@@ -2,7 +2,8 @@
 
 The file is ``PROXYAPI_CONFIG``, else ``./proxyapi.yaml`` when present, with ``${VAR}`` /
 ``${VAR:-default}`` interpolation. With no file the environment alone gives a gateway:
-``PROXYAPI_KEYS``, ``OPENAI_API_KEY`` [+ ``OPENAI_BASE_URL``, ``OPENAI_MODELS``],
+``PROXYAPI_KEYS``, ``OPENAI_API_KEY`` [+ ``OPENAI_BASE_URL``, ``OPENAI_MODELS``,
+``OPENAI_RESPONSES_API``],
 ``ANTHROPIC_API_KEY``, ``AZURE_OPENAI_API_KEY`` + ``AZURE_OPENAI_ENDPOINT``, ``REDIS_URL``.
 """
 
@@ -58,6 +59,10 @@ def config_from_env(environ: Mapping[str, str]) -> Config:
         }
         if environ.get("OPENAI_API_KEY"):
             provider["api_key_env"] = "OPENAI_API_KEY"
+        flag = environ.get("OPENAI_RESPONSES_API", "").strip().lower()
+        if flag:
+            # Checked like the file's boolean: anything but true/false stops the start.
+            provider["responses_api"] = {"true": True, "false": False}.get(flag, flag)
         data["providers"].append(provider)
     if environ.get("ANTHROPIC_API_KEY"):
         data["providers"].append(

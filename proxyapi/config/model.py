@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 # The provider types, and the settings each takes beyond the common ones (its adapter is in
 # proxyapi.providers.ADAPTERS, under the same name).
 PROVIDER_TYPE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "openai": (),
-    "azure": ("api_version", "deployments"),
+    "openai": ("responses_api",),
+    "azure": ("api_version", "deployments", "responses_api"),
     "anthropic": ("anthropic_version", "max_tokens"),
 }
 PROVIDER_TYPES = tuple(PROVIDER_TYPE_OPTIONS)
@@ -48,6 +48,9 @@ DEFAULT_PRIORITY = 1
 DEFAULT_REDIS_TIMEOUT = 0.5
 # Azure OpenAI's API version when a provider names none: the latest GA version.
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
+# How long the gateway keeps the Responses it made (for previous_response_id and
+# GET /v1/responses/{id}): OpenAI keeps its own for 30 days.
+DEFAULT_RESPONSES_STORE_TTL = 30 * 86400
 # Anthropic's API version header, and the max_tokens it requires when a client sends none.
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
@@ -172,6 +175,9 @@ class ProviderConfig:
     # Anthropic: the anthropic-version header, and max_tokens when the client sends none.
     anthropic_version: str = DEFAULT_ANTHROPIC_VERSION
     max_tokens: int = DEFAULT_ANTHROPIC_MAX_TOKENS
+    # The host serves OpenAI's Responses API itself: /v1/responses passes through to it
+    # (else it is translated to chat). Default: OpenAI's own API and Azure.
+    responses_api: bool = False
     # Who this provider is, for cache keys: a digest of its type, URL and credential (never the
     # credential), so answers of one account are not served for another's.
     identity: str = ""
@@ -262,6 +268,15 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class ResponsesConfig:
+    """The Responses API's store of the responses the gateway makes by translation."""
+
+    # Keep translated responses unless the request says store: false (OpenAI's default).
+    store: bool = True
+    store_ttl: int = DEFAULT_RESPONSES_STORE_TTL
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """The Prometheus endpoint."""
 
@@ -280,6 +295,7 @@ class Config:
     redis: RedisConfig = RedisConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
     cache: CacheConfig = CacheConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     metrics: MetricsConfig = MetricsConfig()
     source: str = "defaults"
 

@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from proxyapi.config import checks as c
 from proxyapi.config.checks import ConfigError
@@ -31,6 +32,7 @@ from proxyapi.config.model import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_REDIS_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RESPONSES_STORE_TTL,
     LIMIT_STRATEGIES,
     PROVIDER_TYPE_OPTIONS,
     PROVIDER_TYPES,
@@ -45,6 +47,7 @@ from proxyapi.config.model import (
     ProviderConfig,
     RateLimitConfig,
     RedisConfig,
+    ResponsesConfig,
     RetryConfig,
     ServerConfig,
     TimeoutConfig,
@@ -67,7 +70,17 @@ def parse_config(
     c.only(
         resolved,
         "",
-        ("server", "auth", "providers", "models", "redis", "rate_limits", "cache", "metrics"),
+        (
+            "server",
+            "auth",
+            "providers",
+            "models",
+            "redis",
+            "rate_limits",
+            "cache",
+            "responses",
+            "metrics",
+        ),
     )
     providers = _parse_providers(resolved.get("providers", []), env)
     auth = _parse_auth(c.section(resolved, "auth"), env)
@@ -79,6 +92,7 @@ def parse_config(
         redis=_parse_redis(c.section(resolved, "redis"), env, auth, providers),
         rate_limits=_parse_rate_limits(c.section(resolved, "rate_limits")),
         cache=_parse_cache(c.section(resolved, "cache"), env),
+        responses=_parse_responses(c.section(resolved, "responses")),
         metrics=_parse_metrics(c.section(resolved, "metrics")),
         source=source,
     )
@@ -130,6 +144,16 @@ def _parse_server(data: Mapping[str, Any]) -> ServerConfig:
             f"server.max_request_timeout ({server.max_request_timeout:g})"
         )
     return server
+
+
+def _parse_responses(data: Mapping[str, Any]) -> ResponsesConfig:
+    c.only(data, "responses", ("store", "store_ttl"))
+    return ResponsesConfig(
+        store=c.get(data, "responses", "store", c.boolean, True),
+        store_ttl=c.get(
+            data, "responses", "store_ttl", c.positive_int, DEFAULT_RESPONSES_STORE_TTL
+        ),
+    )
 
 
 def _parse_metrics(data: Mapping[str, Any]) -> MetricsConfig:
@@ -411,8 +435,14 @@ _PROVIDER_KEYS = (
     "deployments",
     "anthropic_version",
     "max_tokens",
+    "responses_api",
 )
-# Keys that only one provider type understands.
+# Keys that only some provider types understand, and those types.
+_TYPE_KEYS = {
+    key: tuple(t for t, keys in PROVIDER_TYPE_OPTIONS.items() if key in keys)
+    for keys in PROVIDER_TYPE_OPTIONS.values()
+    for key in keys
+}
 
 
 def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderConfig:
@@ -426,12 +456,12 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
     if api_key_env:
         api_key = c.secret_from_env(env, api_key_env, f"{where}.api_key_env")
     ptype = c.get(raw, where, "type", c.choice(PROVIDER_TYPES), "openai")
-    for only_for, keys in PROVIDER_TYPE_OPTIONS.items():
-        for key in keys:
-            if key in raw and ptype != only_for:
-                raise ConfigError(
-                    f"{where}.{key} applies to type {only_for} only (this is {ptype})"
-                )
+    for key in sorted(_TYPE_KEYS.keys() & raw.keys()):
+        if ptype not in _TYPE_KEYS[key]:
+            raise ConfigError(
+                f"{where}.{key} applies to type {' and '.join(_TYPE_KEYS[key])} only "
+                f"(this is {ptype})"
+            )
     base_url = c.get(raw, where, "base_url", c.url, None).rstrip("/")
     credential = hash_key(api_key) if api_key else ""
     return ProviderConfig(
@@ -455,7 +485,18 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
             raw, where, "anthropic_version", c.non_empty_str, DEFAULT_ANTHROPIC_VERSION
         ),
         max_tokens=c.get(raw, where, "max_tokens", c.positive_int, DEFAULT_ANTHROPIC_MAX_TOKENS),
+        responses_api=c.get(
+            raw, where, "responses_api", c.boolean, serves_responses_by_default(ptype, base_url)
+        ),
     )
+
+
+def serves_responses_by_default(ptype: str, base_url: str) -> bool:
+    """Whether a provider serves the Responses API unless its config says: OpenAI's own API
+    and Azure (its v1 API) do; other OpenAI-compatible hosts mostly serve chat only."""
+    if ptype == "azure":
+        return True
+    return ptype == "openai" and urlsplit(base_url).hostname == "api.openai.com"
 
 
 def _parse_timeout(data: Mapping[str, Any], where: str) -> TimeoutConfig:

@@ -4,13 +4,19 @@ speak, while the request pipeline (auth, limits, routing, cache, fallback, settl
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.datastructures import Headers
 
 from proxyapi.errors import ProxyAPIError
-from proxyapi.providers.base import Operation
+from proxyapi.providers.base import ClientBody, Operation
+
+if TYPE_CHECKING:
+    from proxyapi.routing import Target
+
+# Told the provider that answered and the answer object, once a request has its whole answer.
+Keeper = Callable[[str, Mapping[str, Any]], None]
 
 
 class Dialect(ABC):
@@ -39,6 +45,23 @@ class Dialect(ABC):
     def cache_body(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """The part of the body that decides the answer, for the cache key."""
         return body
+
+    def cacheable(self, body: Mapping[str, Any]) -> bool:
+        """Whether an answer to ``body`` may come from the cache at all (the cache's own rules
+        decide next)."""
+        return True
+
+    def prepare(
+        self, body: ClientBody, owner: str, targets: list[Target]
+    ) -> tuple[ClientBody, list[Target]]:
+        """The request to send, and the providers to try, once the gateway's own state is
+        applied (a Responses follow-up: its conversation, its provider). ``owner``: the key's
+        name and digest."""
+        return body, targets
+
+    def keeper(self, body: Mapping[str, Any], owner: str) -> Keeper | None:
+        """What to do with the whole answer once it is there (None: nothing)."""
+        return None
 
     def response_headers(self, request_id: str) -> dict[str, str]:
         """Headers every response of the dialect carries."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proxyapi.errors import ProxyAPIError, UpstreamMalformed
+from proxyapi.jsonio import encode_json
 
 if TYPE_CHECKING:
     from proxyapi.config import ProviderConfig
@@ -34,6 +35,9 @@ class Operation(enum.Enum):
     MESSAGES = "messages"
     COUNT_TOKENS = "count_tokens"
     RESPONSES = "responses"
+    # A stored response of a provider's own Responses API, by id (``body["id"]``).
+    RESPONSE_GET = "response_get"
+    RESPONSE_DELETE = "response_delete"
 
 
 class ClientBody(dict[str, Any]):
@@ -41,13 +45,46 @@ class ClientBody(dict[str, Any]):
 
     A provider that speaks the client's dialect is sent those bytes as they are when nothing
     in them changes (pass-through keeps every field, byte for byte), and the dialect headers
-    the client sent (``anthropic-version``, ``anthropic-beta``).
+    the client sent (``anthropic-version``, ``anthropic-beta``). ``raw`` is empty for a body
+    the gateway rewrote. ``echo``: fields a translated answer reports as the client sent them
+    though the body differs (a Responses request's ``previous_response_id``, which the gateway
+    replaced by the conversation it stands for).
     """
 
-    def __init__(self, data: Mapping[str, Any], raw: bytes, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        raw: bytes,
+        headers: Mapping[str, str],
+        echo: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(data)
         self.raw = raw
         self.headers = dict(headers)
+        self.echo = dict(echo or {})
+
+    def revised(self, data: Mapping[str, Any], **echo: Any) -> ClientBody:
+        """The same request with other contents (so no exact bytes), headers and echo kept."""
+        return ClientBody(data, b"", self.headers, {**self.echo, **echo})
+
+
+def passthrough_payload(body: Mapping[str, Any], model: str) -> bytes:
+    """The bytes to send a provider of the client's own dialect: the client's exact bytes when
+    nothing changes, else the body re-encoded with the model it resolved to."""
+    same = body.get("model") == model
+    if same and isinstance(body, ClientBody) and body.raw:
+        return body.raw
+    return encode_json(body if same else {**body, "model": model})
+
+
+@dataclass(frozen=True)
+class ChatTarget:
+    """What a provider's chat call takes, for requests translated to chat."""
+
+    # Or "max_completion_tokens", which OpenAI's reasoning models require.
+    max_tokens_field: str = "max_tokens"
+    # The upstream takes `reasoning_effort`.
+    reasoning_effort: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +149,9 @@ class StreamTranslator(ABC):
 
     usage: Usage | None = None
     complete: bool = False
+    # The whole answer object the stream's last event carried, in the client's dialect, when
+    # the dialect sends one (a Responses stream's response.completed).
+    final: dict[str, Any] | None = None
 
     @abstractmethod
     def feed(self, chunk: bytes) -> Iterable[bytes]:
@@ -146,9 +186,16 @@ class Adapter(ABC):
         """
 
     @abstractmethod
-    def parse(self, op: Operation, reply: UpstreamReply) -> tuple[bytes, Usage | None]:
-        """Return the OpenAI JSON body of a 2xx reply and its usage; raise UpstreamMalformed
-        if the reply is not an answer."""
+    def parse(
+        self, op: Operation, reply: UpstreamReply, body: Mapping[str, Any] | None = None
+    ) -> tuple[bytes, Usage | None]:
+        """Return the JSON body of a 2xx reply, in the client's dialect, and its usage; raise
+        UpstreamMalformed if the reply is not an answer. ``body``: the request, for answers
+        that echo it."""
+
+    def chat_target(self) -> ChatTarget:
+        """What this provider's chat call takes, for requests translated to chat."""
+        return ChatTarget()
 
     def answer_object(self, reply: UpstreamReply) -> dict[str, Any]:
         """The reply's body as a JSON object; UpstreamMalformed when it is not one."""

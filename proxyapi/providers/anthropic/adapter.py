@@ -33,6 +33,7 @@ from proxyapi.providers.base import (
     UpstreamRequest,
     Usage,
     load_json_object,
+    passthrough_payload,
 )
 
 if TYPE_CHECKING:
@@ -111,11 +112,7 @@ class AnthropicAdapter(Adapter):
             payload = encode_json(self.chat.payload(body, model, stream))
         else:
             client = body.headers if isinstance(body, ClientBody) else None
-            same = body.get("model") == model
-            if same and isinstance(body, ClientBody) and body.raw:
-                payload = body.raw  # byte for byte: nothing the client wrote is touched
-            else:
-                payload = encode_json(body if same else {**body, "model": model})
+            payload = passthrough_payload(body, model)
         return UpstreamRequest(
             method="POST",
             url=f"{self.provider.base_url}{_PATHS[op]}",
@@ -126,7 +123,9 @@ class AnthropicAdapter(Adapter):
 
     # ------------------------------------------------------------------ answers
 
-    def parse(self, op: Operation, reply: UpstreamReply) -> tuple[bytes, Usage | None]:
+    def parse(
+        self, op: Operation, reply: UpstreamReply, body: Mapping[str, Any] | None = None
+    ) -> tuple[bytes, Usage | None]:
         """Check an answer; translate it for a chat client, relay it as it is otherwise."""
         data = self.answer_object(reply)
         if op is Operation.COUNT_TOKENS:

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from proxyapi.errors import InvalidRequest
 from proxyapi.jsonio import compact_json, is_count
+from proxyapi.providers.base import ChatTarget
 
-
-@dataclass(frozen=True)
-class ChatTarget:
-    """What the OpenAI-compatible upstream takes."""
-
-    # Or "max_completion_tokens", which OpenAI's reasoning models require.
-    max_tokens_field: str = "max_tokens"
-    # The upstream takes `reasoning_effort`.
-    reasoning_effort: bool = False
-
+__all__ = ["ChatTarget", "chat_request"]
 
 _MAPPED = frozenset(
     {
