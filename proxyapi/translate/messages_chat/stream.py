@@ -10,12 +10,11 @@ from typing import Any
 from proxyapi.errors import UpstreamStreamFailed
 from proxyapi.providers.base import StreamTranslator, Usage
 from proxyapi.providers.sse import ServerEvent, SSEParser, sse_event
+from proxyapi.translate.chat_errors import STREAM_ERROR_TYPE, chat_stream_failure
 from proxyapi.translate.messages_chat.answer import _message_id, _stop_reason, messages_usage
 
-_STREAM_ERROR_TYPE = "upstream_error"
 _MALFORMED = "upstream_malformed_response"
 _DONE = b"[DONE]"
-_ERROR_SNIPPET = 300
 
 
 @dataclass
@@ -113,7 +112,7 @@ class ChatToMessagesStream(StreamTranslator):
                 return []
             return self._fail(
                 f"Provider '{self.provider}' sent a stream event that is not a JSON object.",
-                _STREAM_ERROR_TYPE,
+                STREAM_ERROR_TYPE,
                 _MALFORMED,
             )
         return self._on_chunk(data)
@@ -157,25 +156,17 @@ class ChatToMessagesStream(StreamTranslator):
         return out
 
     def _on_error(self, data: Any, raw: bytes) -> list[bytes]:
-        err = data.get("error", data) if isinstance(data, dict) else None
-        if not isinstance(err, dict):
-            err = {"message": err if isinstance(err, str) else None}
-        message, kind, code = err.get("message"), err.get("type"), err.get("code")
-        if not isinstance(message, str) or not message:
-            snippet = raw[:_ERROR_SNIPPET].decode("utf-8", "replace").strip()
-            message = snippet if data is None and snippet else "The provider's stream failed."
-        return self._fail(
-            message,
-            kind if isinstance(kind, str) and kind else _STREAM_ERROR_TYPE,
-            str(code) if isinstance(code, str | int) and not isinstance(code, bool) else None,
-        )
+        return self._failed(chat_stream_failure(data, raw))
 
     def _fail(self, message: str, kind: str, code: str | None) -> list[bytes]:
+        return self._failed(UpstreamStreamFailed(message, type=kind, error_code=code))
+
+    def _failed(self, failure: UpstreamStreamFailed) -> list[bytes]:
         # Raised (by feed or close, once what came before it is out), not written: before the
         # first event the caller falls back to the next provider; after it, the caller ends the
         # stream with an error event.
         self._reading = False
-        self._failure = UpstreamStreamFailed(message, type=kind, error_code=code)
+        self._failure = failure
         return []
 
     # ------------------------------------------------------------------ blocks
@@ -210,7 +201,7 @@ class ChatToMessagesStream(StreamTranslator):
             return self._fail(
                 f"Provider '{self.provider}' sent pieces of tool call {index} after another "
                 "content block began.",
-                _STREAM_ERROR_TYPE,
+                STREAM_ERROR_TYPE,
                 _MALFORMED,
             )
         if not call.started:

@@ -10,7 +10,7 @@ from typing import Any
 from proxyapi.errors import ProxyAPIError, UpstreamMalformed, redact
 from proxyapi.jsonio import compact_json, is_count
 from proxyapi.translate.responses_chat.ids import new_id
-from proxyapi.translate.responses_chat.request import _NO_PARAMETERS, custom_tool_names
+from proxyapi.translate.responses_chat.tools import NO_PARAMETERS, custom_tool_names
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 # Phrases of the errors OpenAI-compatible and Anthropic upstreams give for a prompt too long.
@@ -366,7 +366,7 @@ def _echo_tools(tools: Any) -> list[dict[str, Any]]:
         tool = dict(tool)
         if tool.get("type") == "function":
             if tool.get("parameters") is None:
-                tool["parameters"] = dict(_NO_PARAMETERS)
+                tool["parameters"] = dict(NO_PARAMETERS)
             tool.setdefault("strict", None)
         out.append(tool)
     return out

@@ -11,6 +11,7 @@ from typing import Any
 from proxyapi.errors import ProxyAPIError, UpstreamStreamFailed
 from proxyapi.providers.base import StreamTranslator, Usage
 from proxyapi.providers.sse import ServerEvent, SSEParser
+from proxyapi.translate.chat_errors import STREAM_ERROR_TYPE, chat_stream_failure
 from proxyapi.translate.responses_chat.answer import (
     arguments_text,
     custom_input,
@@ -28,12 +29,10 @@ from proxyapi.translate.responses_chat.answer import (
 )
 from proxyapi.translate.responses_chat.events import ResponseEvents
 from proxyapi.translate.responses_chat.ids import new_id
-from proxyapi.translate.responses_chat.request import custom_tool_names
+from proxyapi.translate.responses_chat.tools import custom_tool_names
 
-_STREAM_ERROR_TYPE = "upstream_error"
 _MALFORMED = "upstream_malformed_response"
 _DONE = b"[DONE]"
-_ERROR_SNIPPET = 300
 _EMPTY_PARTS = {
     "output_text": text_part(""),
     "refusal": refusal_part(""),
@@ -148,7 +147,7 @@ class ChatToResponsesStream(StreamTranslator):
                 return []
             return self._fail(
                 f"Provider '{self.provider}' sent a stream event that is not a JSON object.",
-                _STREAM_ERROR_TYPE,
+                STREAM_ERROR_TYPE,
                 _MALFORMED,
             )
         return self._on_chunk(data)
@@ -194,25 +193,17 @@ class ChatToResponsesStream(StreamTranslator):
         return out
 
     def _on_error(self, data: Any, raw: bytes) -> list[bytes]:
-        err = data.get("error", data) if isinstance(data, dict) else None
-        if not isinstance(err, dict):
-            err = {"message": err if isinstance(err, str) else None}
-        message, kind, code = err.get("message"), err.get("type"), err.get("code")
-        if not isinstance(message, str) or not message:
-            snippet = raw[:_ERROR_SNIPPET].decode("utf-8", "replace").strip()
-            message = snippet if data is None and snippet else "The provider's stream failed."
-        return self._fail(
-            message,
-            kind if isinstance(kind, str) and kind else _STREAM_ERROR_TYPE,
-            str(code) if isinstance(code, str | int) and not isinstance(code, bool) else None,
-        )
+        return self._failed(chat_stream_failure(data, raw))
 
     def _fail(self, message: str, kind: str, code: str | None) -> list[bytes]:
+        return self._failed(UpstreamStreamFailed(message, type=kind, error_code=code))
+
+    def _failed(self, failure: UpstreamStreamFailed) -> list[bytes]:
         # Raised (by feed or close, once what came before it is out), not written: before the
         # first event the caller falls back to the next provider; after it, the caller ends the
         # stream with error_event.
         self._reading = False
-        self._failure = UpstreamStreamFailed(message, type=kind, error_code=code)
+        self._failure = failure
         return []
 
     # ------------------------------------------------------------------ items
