@@ -1,4 +1,5 @@
-"""A minimal, fast OpenAI-compatible upstream for benchmarks: one canned chat completion.
+"""A minimal, fast OpenAI-compatible upstream for benchmarks: one canned chat completion, or,
+for ``/v1/responses``, one canned Response object.
 
 asyncio and hand-written HTTP/1.1 keep-alive, so the upstream costs as little CPU as possible
 and the measurement is about the gateway. Run: ``python bench/fast_upstream.py PORT``.
@@ -27,12 +28,38 @@ BODY = json.dumps(
         "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
     }
 ).encode()
-RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(BODY)).encode()
-    + b"\r\n\r\n"
-    + BODY
-)
+RESPONSE_OBJECT = json.dumps(
+    {
+        "id": "resp_bench",
+        "object": "response",
+        "created_at": 1700000000,
+        "status": "completed",
+        "model": "gpt-4o-mini",
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_bench",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Hello!", "annotations": []}],
+            }
+        ],
+        "usage": {"input_tokens": 9, "output_tokens": 2, "total_tokens": 11},
+    }
+).encode()
+
+
+def _answer(body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+RESPONSE = _answer(BODY)
+RESPONSES_RESPONSE = _answer(RESPONSE_OBJECT)
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -45,7 +72,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     length = int(line[15:])
             if length:
                 await reader.readexactly(length)
-            writer.write(RESPONSE)
+            writer.write(RESPONSES_RESPONSE if b" /v1/responses " in head[:64] else RESPONSE)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass

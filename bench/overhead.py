@@ -7,9 +7,12 @@ it), then measures, in one run on one machine, with ``wrk`` (Debian package ``wr
 - requests/s at concurrency 16, direct and through the gateway;
 - RSS of each gateway worker after the load.
 
-Run: ``python bench/overhead.py [--workers 2] [--duration 10] [--redis]``. Prints a table and
-the ratios. ``--redis`` runs the gateway in distributed mode against a redis-server it starts;
-then each variant also reports the Redis round trips one request costs (counted with MONITOR).
+Run: ``python bench/overhead.py [--workers 2] [--duration 10] [--redis] [--responses]``.
+Prints a table and the ratios. ``--responses`` also measures ``/v1/responses``: passed through
+to a provider that serves it, translated to chat for one that does not, and translated with
+the response kept for follow-ups (``store: true``). ``--redis`` runs the gateway in
+distributed mode against a redis-server it starts; then each variant also reports the Redis
+round trips one request costs (counted with MONITOR).
 """
 
 from __future__ import annotations
@@ -66,6 +69,17 @@ KEY_AND_GLOBAL: dict[str, Any] = {
 BUDGET: dict[str, Any] = {"token_limits": ["1000000000/day"]}
 CACHE_MISS: dict[str, Any] = {"body": DETERMINISTIC, "headers": {"Cache-Control": "no-cache"}}
 CACHE_HIT: dict[str, Any] = {"body": DETERMINISTIC}
+RESPONSES_BODY = {"model": "gpt-4o-mini", "input": "Say hello", "store": False}
+RESPONSES_PASS: dict[str, Any] = {
+    "path": "/v1/responses",
+    "body": RESPONSES_BODY,
+    "provider": {"responses_api": True},
+}
+RESPONSES_CHAT: dict[str, Any] = {"path": "/v1/responses", "body": RESPONSES_BODY}
+RESPONSES_STORED: dict[str, Any] = {
+    "path": "/v1/responses",
+    "body": {**RESPONSES_BODY, "store": True},
+}
 
 
 def start_gateway(
@@ -96,6 +110,7 @@ def start_gateway(
                         "base_url": f"http://127.0.0.1:{upstream_port}/v1",
                         "api_key_env": "BENCH_UPSTREAM_KEY",
                         "models": ["gpt-4o-mini"],
+                        **variant.get("provider", {}),
                     }
                 ],
             }
@@ -256,6 +271,11 @@ def main() -> None:
         help="also measure the gateway with a token budget (reserve and settle per request)",
     )
     parser.add_argument(
+        "--responses",
+        action="store_true",
+        help="also measure /v1/responses: passed through, translated, translated and stored",
+    )
+    parser.add_argument(
         "--cache",
         action="store_true",
         help="also measure cacheable requests: always missing (no-cache), and always hitting",
@@ -274,6 +294,10 @@ def main() -> None:
         variants.append(("+ key & global", KEY_AND_GLOBAL))
     if args.budget:
         variants.append(("+ token budget", BUDGET))
+    if args.responses:
+        variants.append(("responses pass", RESPONSES_PASS))
+        variants.append(("responses chat", RESPONSES_CHAT))
+        variants.append(("responses stored", RESPONSES_STORED))
     if args.cache:
         variants.append(("cache miss", CACHE_MISS))
         variants.append(("cache hit", CACHE_HIT))
@@ -289,7 +313,8 @@ def main() -> None:
                 up_port, args.workers, args.threads, tmp, redis_url, variant
             )
             try:
-                gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+                path = variant.get("path", "/v1/chat/completions")
+                gw_url = f"http://127.0.0.1:{gw_port}{path}"
                 body = variant.get("body", BODY)
                 headers = {**auth, **variant.get("headers", {})}
                 check = requests.post(gw_url, json=body, headers=headers, timeout=5)

@@ -20,6 +20,7 @@ from proxyapi import (
     observe,
     ratelimit,
     redis_client,
+    response_store,
     routing,
     upstream,
 )
@@ -81,6 +82,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         app, cfg, shared, observer=measured.cache_result, on_redis_error=measured.redis_error
     )
     budgets.init_app(app, cfg, _counter_client(cfg, shared), measured.redis_error)
+    response_store.init_app(app, cfg, cached.store)
     if workers is not None:
         workers.register("cache", cached.store.stats)
     register(app)

@@ -16,7 +16,7 @@ from proxyapi.config.checks import is_deployment_name
 from proxyapi.errors import InvalidRequest
 from proxyapi.jsonio import encode_json
 from proxyapi.providers.base import Operation, UpstreamRequest
-from proxyapi.providers.openai import PATHS, OpenAIAdapter
+from proxyapi.providers.openai import PATHS, RESPONSE_METHODS, OpenAIAdapter
 
 
 class AzureAdapter(OpenAIAdapter):
@@ -25,10 +25,7 @@ class AzureAdapter(OpenAIAdapter):
     def _auth_headers(self) -> dict[str, str]:
         return {"api-key": self.provider.api_key} if self.provider.api_key else {}
 
-    def build(
-        self, op: Operation, body: Mapping[str, Any], model: str, stream: bool
-    ) -> UpstreamRequest:
-        body = self._translate(op, body, stream)
+    def _deployment(self, model: str) -> str:
         deployment = self.provider.deployments.get(model, model)
         if not is_deployment_name(deployment):
             raise InvalidRequest(
@@ -36,6 +33,22 @@ class AzureAdapter(OpenAIAdapter):
                 "'.', at most 64, not starting with '.').",
                 param="model",
             )
+        return deployment
+
+    def responses_url(self) -> str:
+        # Azure's v1 API (no api-version), where the body's model names the deployment.
+        return f"{self.provider.base_url}/openai/v1/responses"
+
+    def responses_model(self, model: str) -> str:
+        return self._deployment(model)
+
+    def build(
+        self, op: Operation, body: Mapping[str, Any], model: str, stream: bool
+    ) -> UpstreamRequest:
+        if op in RESPONSE_METHODS or op is Operation.RESPONSES:
+            return super().build(op, body, model, stream)
+        body = self._translate(op, body, stream)
+        deployment = self._deployment(model)
         # The deployment decides the model; the field is kept as the client sent it, resolved.
         payload = {**body, "model": model}
         return UpstreamRequest(

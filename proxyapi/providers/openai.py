@@ -4,7 +4,11 @@ Requests and answers of OpenAI's own dialect pass through unchanged apart from t
 and the credentials; answers are checked for the shape their endpoint promises, so a 200 that
 is not a completion is caught as a provider failure. Anthropic Messages requests are
 translated to chat and their answers and streams back (:mod:`proxyapi.translate.messages_chat`);
-token counting has no OpenAI endpoint (the route estimates instead).
+token counting has no OpenAI endpoint (the route estimates instead). Responses API requests pass
+through to a host that serves that API (``responses_api``), byte for byte when the model name
+is not rewritten, with every stream event unchanged
+(:mod:`proxyapi.providers.responses_passthrough`); other hosts get them as chat
+(:mod:`proxyapi.providers.responses_over_chat`).
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from proxyapi.errors import InvalidRequest, UpstreamMalformed
 from proxyapi.jsonio import encode_json
 from proxyapi.providers.base import (
     USER_AGENT,
     Adapter,
+    ChatTarget,
     ErrorInfo,
     Operation,
     StreamTranslator,
@@ -25,10 +31,11 @@ from proxyapi.providers.base import (
     UpstreamRequest,
     Usage,
     load_json_object,
+    passthrough_payload,
 )
+from proxyapi.providers.responses_passthrough import ResponsesPassThrough, responses_usage
 from proxyapi.providers.sse import whole_events_end
 from proxyapi.translate.messages_chat import (
-    ChatTarget,
     ChatToMessagesStream,
     chat_request,
     messages_answer,
@@ -41,13 +48,17 @@ PATHS = {
     Operation.COMPLETIONS: "completions",
     Operation.EMBEDDINGS: "embeddings",
     Operation.MESSAGES: "chat/completions",
+    Operation.RESPONSES: "responses",
 }
 _RESULT_FIELD = {
     Operation.CHAT: "choices",
     Operation.COMPLETIONS: "choices",
     Operation.EMBEDDINGS: "data",
     Operation.MESSAGES: "choices",
+    Operation.RESPONSES: "output",
 }
+# Calls on a stored response, by id: the HTTP method of each.
+RESPONSE_METHODS = {Operation.RESPONSE_GET: "GET", Operation.RESPONSE_DELETE: "DELETE"}
 # How much of a non-JSON error body is quoted back to the client.
 _ERROR_SNIPPET = 300
 
@@ -93,9 +104,23 @@ class OpenAIAdapter(Adapter):
             return chat_request(body, self.chat_target(), stream)
         return body
 
+    def responses_url(self) -> str:
+        """Where the host serves the Responses API."""
+        return f"{self.provider.base_url}/responses"
+
     def build(
         self, op: Operation, body: Mapping[str, Any], model: str, stream: bool
     ) -> UpstreamRequest:
+        if op in RESPONSE_METHODS:
+            return self._stored_response(op, body)
+        if op is Operation.RESPONSES:
+            return UpstreamRequest(
+                method="POST",
+                url=self.responses_url(),
+                headers=self._headers(stream),
+                body=passthrough_payload(body, self.responses_model(model)),
+                stream=stream,
+            )
         body = self._translate(op, body, stream)
         if body.get("model") != model:
             body = {**body, "model": model}
@@ -107,8 +132,38 @@ class OpenAIAdapter(Adapter):
             stream=stream,
         )
 
-    def parse(self, op: Operation, reply: UpstreamReply) -> tuple[bytes, Usage | None]:
+    def responses_model(self, model: str) -> str:
+        """The model name a Responses request for ``model`` carries (Azure: the deployment)."""
+        return model
+
+    def _stored_response(self, op: Operation, body: Mapping[str, Any]) -> UpstreamRequest:
+        if not self.provider.responses_api:
+            raise InvalidRequest(
+                f"Provider '{self.provider.name}' does not serve the Responses API.", param="id"
+            )
+        return UpstreamRequest(
+            method=RESPONSE_METHODS[op],
+            url=f"{self.responses_url()}/{quote(str(body['id']), safe='')}",
+            headers=self._headers(False),
+        )
+
+    def parse(
+        self, op: Operation, reply: UpstreamReply, body: Mapping[str, Any] | None = None
+    ) -> tuple[bytes, Usage | None]:
         data = self.answer_object(reply)
+        if op in RESPONSE_METHODS:
+            if data.get("id") != (body or {}).get("id"):
+                raise UpstreamMalformed(
+                    f"Provider '{self.provider.name}' answered for another response id."
+                )
+            return reply.body, None
+        if op is Operation.RESPONSES:
+            if data.get("object") != "response" or not isinstance(data.get("output"), list):
+                raise UpstreamMalformed(
+                    f"Provider '{self.provider.name}' answered {reply.status} without a "
+                    "response object."
+                )
+            return reply.body, responses_usage(data.get("usage"))
         if not isinstance(data.get(_RESULT_FIELD[op]), list):
             raise UpstreamMalformed(
                 f"Provider '{self.provider.name}' answered {reply.status} without "
@@ -147,6 +202,8 @@ class OpenAIAdapter(Adapter):
         if op is Operation.MESSAGES:
             model = body.get("model")
             return ChatToMessagesStream(self.provider.name, model if isinstance(model, str) else "")
+        if op is Operation.RESPONSES:
+            return ResponsesPassThrough(self.provider.name, body)
         return OpenAIEventStream(strip_usage)
 
 

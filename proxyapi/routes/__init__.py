@@ -5,13 +5,22 @@ from __future__ import annotations
 from flask import Flask
 
 from proxyapi import auth
-from proxyapi.routes import cache_admin, completions, health, messages, models, providers
+from proxyapi.routes import (
+    cache_admin,
+    completions,
+    health,
+    messages,
+    models,
+    providers,
+    responses,
+)
 
 
 def register(app: Flask) -> None:
     """Register every blueprint and mark the endpoints that need no key."""
     app.register_blueprint(completions.bp)
     app.register_blueprint(messages.bp)
+    app.register_blueprint(responses.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(providers.bp)
     app.register_blueprint(cache_admin.bp)

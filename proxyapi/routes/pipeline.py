@@ -1,24 +1,27 @@
 """The one request pipeline every dialect's routes go through.
 
 auth (before the view) -> read and validate the body (the dialect) -> resolve the model ->
-check the key's allowlist -> reserve the token budget -> cache plan -> a cached answer, or the
-providers (fallback loop) -> the answer or the stream, in the client's dialect -> one settle
-point when the response closes (:class:`Settle`: tokens, the request record).
+check the key's allowlist -> the dialect's own state (a Responses follow-up's conversation) ->
+reserve the token budget -> cache plan -> a cached answer, or the providers (fallback loop) ->
+the answer or the stream, in the client's dialect (the dialect keeps what it needs of it) ->
+one settle point when the response closes (:class:`Settle`: tokens, the request record).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Response, after_this_request, current_app, g, request, stream_with_context
 
 from proxyapi import auth, budgets, cache, observe, routing, upstream
-from proxyapi.cache.responses import BYPASS, HIT, MISS, Served
+from proxyapi.cache.responses import BYPASS, HIT, MISS, Plan, Served
 from proxyapi.config import Config, KeyConfig
 from proxyapi.deadline import Deadline
-from proxyapi.dialects.base import Dialect
+from proxyapi.dialects.base import Dialect, Keeper
 from proxyapi.errors import InvalidRequest, ProxyAPIError
-from proxyapi.providers.base import ClientBody, Operation
+from proxyapi.providers.base import ClientBody, Operation, load_json_object
 from proxyapi.streaming import Relay
 from proxyapi.upstream import Answer
 from proxyapi.validation import read_json_object
@@ -124,6 +127,11 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
     targets = router.resolve(model)
     record.model_label = router.metric_label(model)
     auth.check_model(key, model, (t.model for t in targets))
+    # The tenant: the key by name and digest, so a renamed or reissued key never gets another
+    # one's answers or stored responses.
+    owner = f"{key.name}:{key.sha256[:16]}"
+    body, targets = dialect.prepare(body, owner, targets)
+    keep = dialect.keeper(body, owner)
     # Reserved before anything is sent, settled once when the response closes (Settle).
     ticket, sent = current_app.extensions[budgets.EXTENSION].reserve(key, op, body)
     settle = Settle(ticket, record)
@@ -133,17 +141,22 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
         headers.update(ticket.headers())
     up: upstream.Upstream = current_app.extensions[upstream.EXTENSION]
     responses = current_app.extensions[cache.EXTENSION].responses
-    plan = responses.plan(
-        op,
-        # As the client sent it, without what changes on every request of the same question
-        # (Claude Code's billing line): the gateway's own cap must not change the key either.
-        dialect.cache_body(body),
-        request.path,
-        # The key by name and digest, the providers by name and identity (URL, credential):
-        # a renamed or reissued key, or another account, never gets another one's answers.
-        f"{key.name}:{key.sha256[:16]}",
-        [(t.provider.name, t.provider.identity, t.model) for t in targets],
-        request.cache_control,
+    plan = (
+        responses.plan(
+            op,
+            # As the client sent it, without what changes on every request of the same
+            # question (Claude Code's billing line): the gateway's own cap must not change the
+            # key either.
+            dialect.cache_body(body),
+            request.path,
+            owner,
+            # The providers by name and identity (URL, credential): another account never
+            # gets another one's answers.
+            [(t.provider.name, t.provider.identity, t.model) for t in targets],
+            request.cache_control,
+        )
+        if dialect.cacheable(body)
+        else Plan(None)
     )
     if body.get("stream"):
         cached = responses.lookup(plan)
@@ -169,6 +182,8 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
         relay = settle.relay = started.relay
         if ticket is not None:
             relay.watch = ticket.watch
+        if keep is not None:
+            relay.on_complete = lambda: _keep_final(keep, started.provider, relay.source.final)
         record.provider = started.provider
         record.cache = BYPASS if plan.key is None else MISS
         record.attempts = started.attempts
@@ -193,6 +208,8 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
         record.attempts = answer.attempts
         record.upstream_seconds = answer.upstream_seconds
         settle.answer = answer
+        if keep is not None:
+            _keep_final(keep, answer.provider, load_json_object(answer.body))
     return Response(
         answer.body,
         mimetype="application/json",
@@ -203,3 +220,8 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
             ATTEMPTS_HEADER: str(answer.attempts),
         },
     )
+
+
+def _keep_final(keep: Keeper, provider: str, answer: Mapping[str, Any] | None) -> None:
+    if answer is not None:
+        keep(provider, answer)

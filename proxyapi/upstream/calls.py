@@ -27,7 +27,7 @@ from proxyapi.errors import (
     UpstreamRejected,
     secret_forms,
 )
-from proxyapi.providers import adapter_for
+from proxyapi.providers import adapter_for, serving
 from proxyapi.providers.base import Adapter, Operation, UpstreamReply, UpstreamRequest, Usage
 from proxyapi.streaming import ErrorEvent, Relay, TranslatedStream, sse_error_event
 from proxyapi.upstream.breakers import Breakers, CircuitBreakerError
@@ -370,6 +370,9 @@ class Upstream:
 
     # ----------------------------------------------------------------- operations
 
+    def _adapter(self, target: Target, op: Operation) -> Adapter:
+        return serving(self.adapters[target.provider.name], op)
+
     def complete(
         self,
         targets: list[Target],
@@ -380,13 +383,13 @@ class Upstream:
         """Return the first complete answer from ``targets``, tried in order."""
 
         def prepare(target: Target) -> UpstreamRequest:
-            return self.adapters[target.provider.name].build(op, body, target.model, stream=False)
+            return self._adapter(target, op).build(op, body, target.model, stream=False)
 
         def attempt(
             target: Target, call: UpstreamRequest
         ) -> tuple[Verdict, tuple[bytes, Usage | None] | None, ProxyAPIError | None]:
             provider = target.provider
-            adapter = self.adapters[provider.name]
+            adapter = self._adapter(target, op)
             try:
                 reply = self._fetch(provider, call, deadline)
             except ProxyAPIError as exc:
@@ -398,7 +401,7 @@ class Upstream:
             if verdict is not Verdict.OK:
                 return verdict, None, error
             try:
-                return Verdict.OK, adapter.parse(op, reply), None
+                return Verdict.OK, adapter.parse(op, reply, body), None
             except UpstreamMalformed as exc:
                 log.warning("provider %s: %s", provider.name, exc.description)
                 raise ProviderFailure(exc) from exc
@@ -423,13 +426,13 @@ class Upstream:
         server = self.config.server
 
         def prepare(target: Target) -> UpstreamRequest:
-            return self.adapters[target.provider.name].build(op, body, target.model, stream=True)
+            return self._adapter(target, op).build(op, body, target.model, stream=True)
 
         def attempt(
             target: Target, call: UpstreamRequest
         ) -> tuple[Verdict, Relay | None, ProxyAPIError | None]:
             provider = target.provider
-            adapter = self.adapters[provider.name]
+            adapter = self._adapter(target, op)
             try:
                 with translated(provider):
                     resp = self._send(provider, call, deadline)
