@@ -14,14 +14,14 @@ a stream without a terminal event as broken.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from proxyapi.errors import ProxyAPIError, UpstreamStreamFailed, redact
-from proxyapi.providers.base import StreamTranslator, Usage
-from proxyapi.providers.sse import ServerEvent, SSEParser, sse_event
+from proxyapi.providers.base import Usage
+from proxyapi.providers.passthrough import EventPassThrough
+from proxyapi.providers.sse import sse_event
 from proxyapi.translate.responses_chat import failed_response, failure_code, new_id
 
 # Events that open a stream and are held back until the next one.
@@ -44,58 +44,21 @@ def responses_usage(data: Any) -> Usage | None:
     return Usage(prompt, completion, count("total_tokens") or prompt + completion)
 
 
-class ResponsesPassThrough(StreamTranslator):
+class ResponsesPassThrough(EventPassThrough):
     """A Responses stream for a Responses client: whole events, unchanged data."""
 
+    OPENING = _OPENING
+
     def __init__(self, provider: str, request: Mapping[str, Any]) -> None:
-        self.provider = provider
+        super().__init__(provider)
         self.request = request
-        self._parser = SSEParser()
-        self._held: list[bytes] = []
-        self._started = False
-        self._failure: UpstreamStreamFailed | None = None
         self._response: dict[str, Any] | None = None  # the latest snapshot the provider sent
         self._sequence = -1
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        out = self._pass(self._parser.feed(chunk))
-        if self._failure is not None and not out:
-            raise self._failure
-        return out
-
-    def close(self) -> list[bytes]:
-        if self._failure is not None:
-            raise self._failure
-        return self._pass(self._parser.close())
-
-    def _pass(self, events: list[ServerEvent]) -> list[bytes]:
-        out: list[bytes] = []
-        for event in events:
-            if self._failure is not None or self.complete:
-                break
-            try:
-                data = json.loads(event.data)
-            except ValueError:
-                data = None
-            kind = data.get("type") if isinstance(data, dict) else None
-            if not isinstance(kind, str):
-                kind = event.event or "message"
-            if isinstance(data, dict):
-                self._observe(kind, data)
-            if not self._started and kind in _FAILURES:
-                # Nothing was sent yet: fail this attempt, so another provider may be tried.
-                self._failure = _failure_of(data)
-                break
-            framed = sse_event(event.data, kind)
-            if not self._started and kind in _OPENING:
-                self._held.append(framed)
-                continue
-            if not self._started:
-                self._started = True
-                out.extend(self._held)
-                self._held.clear()
-            out.append(framed)
-        return out
+    def _failure_of(self, kind: str, data: Any) -> UpstreamStreamFailed | None:
+        # Nothing was sent yet: fail this attempt, so another provider may be tried. Later, the
+        # provider's own failure events are relayed as they are.
+        return _failure_of(data) if not self._started and kind in _FAILURES else None
 
     def _observe(self, kind: str, data: dict[str, Any]) -> None:
         sequence = data.get("sequence_number")

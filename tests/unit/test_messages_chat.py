@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx2
 import pytest
 from anthropic.types import Message
 
@@ -27,7 +26,9 @@ from proxyapi.translate.messages_chat import (
     messages_answer,
     messages_usage,
 )
+from tests.chat_chunks import ChatChunks, off_spec, piece, stream_of
 from tests.schemas import assert_valid
+from tests.sdk_mock import RecordingTransport
 
 MODEL = "claude-sonnet-4-5"
 UPSTREAM_MODEL = "gpt-4o-2024-08-06"
@@ -107,31 +108,16 @@ PDF = {
 }
 
 
-class MockAnthropic:
+class MockAnthropic(RecordingTransport):
     """An anthropic SDK client whose transport records requests and answers what it is given."""
 
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.reply: httpx2.Response = httpx2.Response(500)
+        super().__init__()
         self.client = anthropic.Anthropic(
             api_key="sk-ant-test",
             base_url="http://upstream.test",
-            http_client=httpx2.Client(transport=httpx2.MockTransport(self._handle)),
+            http_client=self.http,
             max_retries=0,
-        )
-
-    def _handle(self, request: httpx2.Request) -> httpx2.Response:
-        self.requests.append(json.loads(request.content))
-        return self.reply
-
-    def answer(self, message: dict[str, Any]) -> None:
-        self.reply = httpx2.Response(200, json=message)
-
-    def stream(self, events: list[bytes], step: int | None = None) -> None:
-        raw = b"".join(events)
-        pieces = [raw] if step is None else [raw[i : i + step] for i in range(0, len(raw), step)]
-        self.reply = httpx2.Response(
-            200, content=iter(pieces), headers={"content-type": "text/event-stream"}
         )
 
 
@@ -1332,85 +1318,9 @@ def test_messages_usage(usage: Any, expected: dict[str, int]) -> None:
 # ---------------------------------------------------------------------------------- stream
 
 
-def chunk(
-    delta: dict[str, Any] | None = None,
-    finish_reason: str | None = None,
-    *,
-    usage: dict[str, Any] | None = None,
-    choices: bool = True,
-) -> dict[str, Any]:
-    """One OpenAI chat.completion.chunk (as streamed with include_usage), checked by schema."""
-    body: dict[str, Any] = {
-        "id": CHAT_ID,
-        "object": "chat.completion.chunk",
-        "created": 1_741_569_952,
-        "model": UPSTREAM_MODEL,
-        "system_fingerprint": "fp_44709d6fcb",
-        "choices": [
-            {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish_reason}
-        ]
-        if choices
-        else [],
-        "usage": usage,
-    }
-    # The spec types usage as nullable the OpenAPI 3.0 way, which its JSON Schema reading
-    # does not honour: check the chunk without the null.
-    assert_valid(
-        "CreateChatCompletionStreamResponse",
-        {k: v for k, v in body.items() if not (k == "usage" and v is None)},
-    )
-    return body
-
-
-def off_spec(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    """A chunk as some OpenAI-compatible upstreams send it, outside OpenAI's schema."""
-    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
-
-
-def role_chunk() -> dict[str, Any]:
-    return chunk({"role": "assistant", "content": "", "refusal": None})
-
-
-def finish_chunk(reason: str) -> dict[str, Any]:
-    return chunk({}, reason)
-
-
-def usage_chunk(prompt: int = 25, completion: int = 9, cached: int | None = None) -> dict[str, Any]:
-    usage: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-    if cached is not None:
-        usage["prompt_tokens_details"] = {"cached_tokens": cached}
-    return chunk(choices=False, usage=usage)
-
-
-def piece(
-    index: int, *, call_id: str | None = None, name: str | None = None, arguments: str | None = None
-) -> dict[str, Any]:
-    """A tool call piece of a delta, as OpenAI streams it."""
-    tool: dict[str, Any] = {"index": index}
-    function: dict[str, Any] = {}
-    if call_id is not None:
-        tool["id"], tool["type"] = call_id, "function"
-    if name is not None:
-        function["name"] = name
-    if arguments is not None:
-        function["arguments"] = arguments
-    tool["function"] = function
-    return tool
-
-
-def tools_chunk(*pieces: dict[str, Any]) -> dict[str, Any]:
-    return chunk({"tool_calls": list(pieces)})
-
-
-def stream_of(*chunks: dict[str, Any], done: bool = True, newline: str = "\n") -> bytes:
-    raw = "".join(f"data: {json.dumps(c, ensure_ascii=False)}\n\n" for c in chunks)
-    if done:
-        raw += "data: [DONE]\n\n"
-    return raw.replace("\n", newline).encode("utf-8")
+_CHUNKS = ChatChunks(UPSTREAM_MODEL, CHAT_ID, 1_741_569_952)
+chunk, role_chunk, finish_chunk = _CHUNKS.chunk, _CHUNKS.role_chunk, _CHUNKS.finish_chunk
+usage_chunk, tools_chunk = _CHUNKS.usage_chunk, _CHUNKS.tools_chunk
 
 
 def run(

@@ -12,79 +12,40 @@ dialect); usage is read from ``message_start`` and ``message_delta``; the stream
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from proxyapi.errors import UpstreamStreamFailed
 from proxyapi.providers.anthropic.chat_reply import _STREAM_ERROR_TYPE, ERROR_TYPES, openai_usage
-from proxyapi.providers.base import StreamTranslator, Usage
-from proxyapi.providers.sse import ServerEvent, SSEParser
+from proxyapi.providers.base import Usage
+from proxyapi.providers.passthrough import EventPassThrough
 
 # Events that may come before the first content and are held back with message_start.
 _OPENING = frozenset({"message_start", "ping"})
 
 
-class MessagesPassThrough(StreamTranslator):
+class MessagesPassThrough(EventPassThrough):
     """An Anthropic Messages stream for a Messages client: whole events, unchanged data."""
 
+    OPENING = _OPENING
+
     def __init__(self, provider: str) -> None:
-        self.provider = provider
-        self._parser = SSEParser()
-        self._held: list[bytes] = []
-        self._started = False
-        self._failure: UpstreamStreamFailed | None = None
+        super().__init__(provider)
         self._usage: dict[str, Any] = {}
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        out = self._pass(self._parser.feed(chunk))
-        if self._failure is not None and not out:
-            raise self._failure
-        return out
+    def _failure_of(self, kind: str, data: Any) -> UpstreamStreamFailed | None:
+        if kind != "error":
+            return None
+        err = data.get("error") if isinstance(data, dict) else None
+        err = err if isinstance(err, dict) else {}
+        code = err.get("type") if isinstance(err.get("type"), str) else None
+        message = err.get("message")
+        return UpstreamStreamFailed(
+            message if isinstance(message, str) and message else "The stream failed.",
+            type=ERROR_TYPES.get(code or "", _STREAM_ERROR_TYPE),
+            error_code=code,
+        )
 
-    def close(self) -> list[bytes]:
-        if self._failure is not None:
-            raise self._failure
-        return self._pass(self._parser.close())
-
-    def _pass(self, events: list[ServerEvent]) -> list[bytes]:
-        out: list[bytes] = []
-        for event in events:
-            if self._failure is not None or self.complete:
-                break
-            try:
-                data = json.loads(event.data)
-            except ValueError:
-                data = None
-            kind = data.get("type") if isinstance(data, dict) else None
-            if not isinstance(kind, str):
-                kind = event.event
-            if kind == "error":
-                err = data.get("error") if isinstance(data, dict) else None
-                err = err if isinstance(err, dict) else {}
-                code = err.get("type") if isinstance(err.get("type"), str) else None
-                message = err.get("message")
-                self._failure = UpstreamStreamFailed(
-                    message if isinstance(message, str) and message else "The stream failed.",
-                    type=ERROR_TYPES.get(code or "", _STREAM_ERROR_TYPE),
-                    error_code=code,
-                )
-                break
-            self._observe(kind, data)
-            framed = b"event: " + kind.encode("utf-8", "replace") + b"\ndata: " + event.data
-            framed += b"\n\n"
-            if not self._started and kind in _OPENING:
-                self._held.append(framed)
-                continue
-            if not self._started:
-                self._started = True
-                out.extend(self._held)
-                self._held = []
-            out.append(framed)
-        return out
-
-    def _observe(self, kind: str, data: Any) -> None:
-        if not isinstance(data, dict):
-            return
+    def _observe(self, kind: str, data: dict[str, Any]) -> None:
         usage = None
         if kind == "message_start" and isinstance(data.get("message"), dict):
             usage = data["message"].get("usage")

@@ -8,6 +8,7 @@ from typing import Any
 
 from proxyapi.errors import UpstreamMalformed
 from proxyapi.jsonio import compact_json, is_count
+from proxyapi.translate.chat import message_text
 
 _STOP_REASONS = {
     "stop": "end_turn",
@@ -32,7 +33,7 @@ def messages_answer(chat: Mapping[str, Any], model: str) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise UpstreamMalformed("The upstream answered a choice without a message.")
     content: list[dict[str, Any]] = []
-    for text in (_message_text(message.get("content")), message.get("refusal")):
+    for text in (message_text(message.get("content")), message.get("refusal")):
         if isinstance(text, str) and text:
             content.append({"type": "text", "text": text})
     calls = message.get("tool_calls")
@@ -84,18 +85,6 @@ def messages_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
 def _count(data: Mapping[str, Any], name: str) -> int:
     value = data.get(name)
     return value if is_count(value) and value > 0 else 0
-
-
-def _message_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # some upstreams answer with text parts
-        return "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
 
 
 def _tool_use(call_id: Any, function: Mapping[str, Any], position: int) -> dict[str, Any]:

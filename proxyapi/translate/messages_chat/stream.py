@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxyapi.errors import UpstreamStreamFailed
-from proxyapi.providers.base import StreamTranslator, Usage
-from proxyapi.providers.sse import ServerEvent, SSEParser, sse_event
-from proxyapi.translate.chat_errors import STREAM_ERROR_TYPE, chat_stream_failure
+from proxyapi.providers.base import Usage
+from proxyapi.providers.sse import sse_event
+from proxyapi.translate.chat import STREAM_ERROR_TYPE, ChatStreamReader, first_choice, tool_piece
 from proxyapi.translate.messages_chat.answer import _message_id, _stop_reason, messages_usage
 
 _MALFORMED = "upstream_malformed_response"
-_DONE = b"[DONE]"
 
 
 @dataclass
@@ -28,7 +25,7 @@ class _ToolCall:
     closed: bool = False
 
 
-class ChatToMessagesStream(StreamTranslator):
+class ChatToMessagesStream(ChatStreamReader):
     """OpenAI chat.completion.chunk SSE bytes -> Anthropic Messages SSE bytes.
 
     Input may be cut anywhere; output is whole events. After the end, or an error, the rest of
@@ -39,83 +36,30 @@ class ChatToMessagesStream(StreamTranslator):
     """
 
     def __init__(self, provider: str, model: str, message_id: str | None = None) -> None:
-        self.provider = provider
+        super().__init__(provider)
         self.model = model  # until the upstream names its own
         self.message_id = message_id
         self.usage: Usage | None = None
         self.complete = False
-        self._parser = SSEParser()
         self._raw_usage: Mapping[str, Any] | None = None
         self._started = False  # message_start was sent
-        self._reading = True  # False after the end, an error, or [DONE]
-        self._failure: UpstreamStreamFailed | None = None
-        self._finish_reason: str | None = None
-        self._final_usage = False  # usage came with the finish, or after it
         self._blocks = 0  # blocks opened so far; the next one's index
         self._open: str | None = None  # "text" or "tool": the kind of the open block
         self._tools: dict[Any, _ToolCall] = {}  # by OpenAI tool call index
         self._open_tool: Any = None
         self._tool_used = False
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        out = self._read(self._parser.feed(chunk) if self._reading else [], last=False)
-        if self._failure is not None and not out:
-            raise self._failure
-        return out  # a failure found in this chunk is raised on the next call
+    def _cut_short(self) -> list[bytes]:
+        return self._close_block()
 
-    def close(self) -> list[bytes]:
-        """Send what ends the message; the blocks only, when the stream was cut short."""
-        if self._failure is not None:
-            raise self._failure
-        out = self._read(self._parser.close() if self._reading else [], last=True)
-        if self._failure is not None:
-            if not out:
-                raise self._failure
-            return out
-        if not self.complete:
-            if self._final_usage:
-                out.extend(self._end())  # usage came with the finish; [DONE] was all we lacked
-            else:
-                out.extend(self._close_block())
-            self._reading = False
+    def _sent(self, out: list[bytes]) -> list[bytes]:
         return self._started_first(out)
-
-    # ------------------------------------------------------------------ input
-
-    def _read(self, events: list[ServerEvent], *, last: bool) -> list[bytes]:
-        out: list[bytes] = []
-        for event in events:
-            if not self._reading:
-                break
-            out.extend(self._started_first(self._event(event, last=last)))
-        return out
 
     def _started_first(self, out: list[bytes]) -> list[bytes]:
         """Put message_start before the first events sent: sending waits for something to say."""
         if out and not self._started:
             out[:0] = self._start()
         return out
-
-    def _event(self, event: ServerEvent, *, last: bool) -> list[bytes]:
-        if event.data.strip() == _DONE:
-            self._reading = False
-            # Without a finish_reason the answer may be cut short: close() says so.
-            return self._end() if self._finish_reason is not None else []
-        try:
-            data = json.loads(event.data)
-        except (ValueError, RecursionError):  # UnicodeDecodeError included
-            data = None
-        if event.event == "error" or (isinstance(data, dict) and data.get("error") is not None):
-            return self._on_error(data, event.data)
-        if not isinstance(data, dict):
-            if last:  # the stream was cut inside it; close() reports the truncation
-                return []
-            return self._fail(
-                f"Provider '{self.provider}' sent a stream event that is not a JSON object.",
-                STREAM_ERROR_TYPE,
-                _MALFORMED,
-            )
-        return self._on_chunk(data)
 
     def _on_chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
         finished_before = self._finish_reason is not None
@@ -129,7 +73,7 @@ class ChatToMessagesStream(StreamTranslator):
             if isinstance(chunk.get("model"), str) and chunk["model"]:
                 self.model = chunk["model"]
         out: list[bytes] = []
-        choice = _first_choice(chunk.get("choices"))
+        choice = first_choice(chunk.get("choices"))
         delta = choice.get("delta") if choice is not None else None
         if isinstance(delta, dict):
             for name in ("content", "refusal"):
@@ -155,20 +99,6 @@ class ChatToMessagesStream(StreamTranslator):
                 out.extend(self._end())
         return out
 
-    def _on_error(self, data: Any, raw: bytes) -> list[bytes]:
-        return self._failed(chat_stream_failure(data, raw))
-
-    def _fail(self, message: str, kind: str, code: str | None) -> list[bytes]:
-        return self._failed(UpstreamStreamFailed(message, type=kind, error_code=code))
-
-    def _failed(self, failure: UpstreamStreamFailed) -> list[bytes]:
-        # Raised (by feed or close, once what came before it is out), not written: before the
-        # first event the caller falls back to the next provider; after it, the caller ends the
-        # stream with an error event.
-        self._reading = False
-        self._failure = failure
-        return []
-
     # ------------------------------------------------------------------ blocks
 
     def _text(self, text: str) -> list[bytes]:
@@ -180,14 +110,7 @@ class ChatToMessagesStream(StreamTranslator):
         return out
 
     def _tool_piece(self, piece: Mapping[str, Any]) -> list[bytes]:
-        index = piece.get("index")
-        function = piece.get("function")
-        function = function if isinstance(function, dict) else {}
-        call_id, name, arguments = piece.get("id"), function.get("name"), function.get("arguments")
-        if index is None or isinstance(index, bool):
-            # No index: a piece with an id starts a call, one without continues the open one.
-            fresh = call_id or self._open_tool is None
-            index = len(self._tools) if fresh else self._open_tool
+        index, call_id, name, arguments = tool_piece(piece, len(self._tools), self._open_tool)
         out: list[bytes] = []
         call = self._tools.get(index)
         if call is None:
@@ -289,13 +212,3 @@ class ChatToMessagesStream(StreamTranslator):
     @staticmethod
     def _event_bytes(payload: dict[str, Any]) -> bytes:
         return sse_event(payload, payload["type"])
-
-
-def _first_choice(choices: Any) -> Mapping[str, Any] | None:
-    """Choice 0 of a chunk (the request never asks for more)."""
-    if not isinstance(choices, list):
-        return None
-    for choice in choices:
-        if isinstance(choice, dict) and choice.get("index", 0) == 0:
-            return choice
-    return None

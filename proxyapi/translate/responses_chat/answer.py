@@ -9,6 +9,7 @@ from typing import Any
 
 from proxyapi.errors import ProxyAPIError, UpstreamMalformed, redact
 from proxyapi.jsonio import compact_json, is_count
+from proxyapi.translate.chat import message_text
 from proxyapi.translate.responses_chat.ids import new_id
 from proxyapi.translate.responses_chat.tools import NO_PARAMETERS, custom_tool_names
 
@@ -39,7 +40,7 @@ def response_object(
     if reasoning:
         output.append(reasoning_item(new_id("rs"), [reasoning_part(reasoning)]))
     parts = []
-    text = _message_text(message.get("content"))
+    text = message_text(message.get("content"))
     if text:
         parts.append(text_part(text))
     refusal = message.get("refusal")
@@ -325,18 +326,6 @@ def _call_item(
     if name in customs:
         return custom_tool_call_item(new_id("ctc"), call_id, name, custom_input(arguments))
     return function_call_item(new_id("fc"), call_id, name, arguments, "completed")
-
-
-def _message_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # some upstreams answer with text parts
-        return "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
 
 
 def _request_model(request: Mapping[str, Any]) -> str:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxyapi.errors import ProxyAPIError, UpstreamStreamFailed
-from proxyapi.providers.base import StreamTranslator, Usage
-from proxyapi.providers.sse import ServerEvent, SSEParser
-from proxyapi.translate.chat_errors import STREAM_ERROR_TYPE, chat_stream_failure
+from proxyapi.errors import ProxyAPIError
+from proxyapi.providers.base import Usage
+from proxyapi.translate.chat import ChatStreamReader, first_choice, tool_piece
 from proxyapi.translate.responses_chat.answer import (
     arguments_text,
     custom_input,
@@ -31,8 +29,6 @@ from proxyapi.translate.responses_chat.events import ResponseEvents
 from proxyapi.translate.responses_chat.ids import new_id
 from proxyapi.translate.responses_chat.tools import custom_tool_names
 
-_MALFORMED = "upstream_malformed_response"
-_DONE = b"[DONE]"
 _EMPTY_PARTS = {
     "output_text": text_part(""),
     "refusal": refusal_part(""),
@@ -64,7 +60,7 @@ class _Call:
     done: bool = False
 
 
-class ChatToResponsesStream(StreamTranslator):
+class ChatToResponsesStream(ChatStreamReader):
     """OpenAI chat.completion.chunk SSE bytes -> Responses API SSE events, for ``request``.
 
     Input may be cut anywhere; output is whole events. After the end, or an error, the rest of
@@ -77,7 +73,7 @@ class ChatToResponsesStream(StreamTranslator):
     def __init__(
         self, provider: str, request: Mapping[str, Any], response_id: str, created_at: int
     ) -> None:
-        self.provider = provider
+        super().__init__(provider)
         self.usage: Usage | None = None
         self.complete = False
         self.final: dict[str, Any] | None = None
@@ -86,34 +82,9 @@ class ChatToResponsesStream(StreamTranslator):
             response_id, created_at, request, model if isinstance(model, str) else ""
         )
         self._customs = custom_tool_names(request)
-        self._parser = SSEParser()
-        self._reading = True  # False after the end, an error, or [DONE]
-        self._failure: UpstreamStreamFailed | None = None
-        self._finish_reason: str | None = None
-        self._final_usage = False  # usage came with the finish, or after it
         self._open: _Open | None = None
         self._calls: dict[Any, _Call] = {}  # by chat tool call index
         self._last_call: Any = None
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        out = self._read(self._parser.feed(chunk) if self._reading else [], last=False)
-        if self._failure is not None and not out:
-            raise self._failure
-        return out  # a failure found in this chunk is raised on the next call
-
-    def close(self) -> list[bytes]:
-        """Send the end when the answer was whole but [DONE] did not come; else nothing."""
-        if self._failure is not None:
-            raise self._failure
-        out = self._read(self._parser.close() if self._reading else [], last=True)
-        if self._failure is not None:
-            if not out:
-                raise self._failure
-            return out
-        if not self.complete and self._final_usage:
-            out += self._end()  # usage came with or after the finish: [DONE] was all we lacked
-        self._reading = False
-        return out
 
     def error_event(self, exc: ProxyAPIError, secrets: Iterable[str] = ()) -> bytes | None:
         """``response.failed`` for this stream, numbered after what was sent (with
@@ -122,35 +93,6 @@ class ChatToResponsesStream(StreamTranslator):
         return b"".join(self._events.fail(failure_error(exc, secrets)))
 
     # ------------------------------------------------------------------ input
-
-    def _read(self, events: list[ServerEvent], *, last: bool) -> list[bytes]:
-        out: list[bytes] = []
-        for event in events:
-            if not self._reading:
-                break
-            out.extend(self._event(event, last=last))
-        return out
-
-    def _event(self, event: ServerEvent, *, last: bool) -> list[bytes]:
-        if event.data.strip() == _DONE:
-            self._reading = False
-            # Without a finish_reason the answer may be cut short: the caller reports it.
-            return self._end() if self._finish_reason is not None else []
-        try:
-            data = json.loads(event.data)
-        except (ValueError, RecursionError):  # UnicodeDecodeError included
-            data = None
-        if event.event == "error" or (isinstance(data, dict) and data.get("error") is not None):
-            return self._on_error(data, event.data)
-        if not isinstance(data, dict):
-            if last:  # the stream was cut inside it: a truncation, which the caller reports
-                return []
-            return self._fail(
-                f"Provider '{self.provider}' sent a stream event that is not a JSON object.",
-                STREAM_ERROR_TYPE,
-                _MALFORMED,
-            )
-        return self._on_chunk(data)
 
     def _on_chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
         out = self._on_choice(chunk) if self._finish_reason is None else []
@@ -166,7 +108,7 @@ class ChatToResponsesStream(StreamTranslator):
         model = chunk.get("model")
         if not self._events.started and isinstance(model, str) and model:
             self._events.model = model
-        choice = _first_choice(chunk.get("choices"))
+        choice = first_choice(chunk.get("choices"))
         if choice is None:
             return []
         out: list[bytes] = []
@@ -191,20 +133,6 @@ class ChatToResponsesStream(StreamTranslator):
             self._finish_reason = finish
             out += self._close_all()
         return out
-
-    def _on_error(self, data: Any, raw: bytes) -> list[bytes]:
-        return self._failed(chat_stream_failure(data, raw))
-
-    def _fail(self, message: str, kind: str, code: str | None) -> list[bytes]:
-        return self._failed(UpstreamStreamFailed(message, type=kind, error_code=code))
-
-    def _failed(self, failure: UpstreamStreamFailed) -> list[bytes]:
-        # Raised (by feed or close, once what came before it is out), not written: before the
-        # first event the caller falls back to the next provider; after it, the caller ends the
-        # stream with error_event.
-        self._reading = False
-        self._failure = failure
-        return []
 
     # ------------------------------------------------------------------ items
 
@@ -247,14 +175,7 @@ class ChatToResponsesStream(StreamTranslator):
         return out
 
     def _tool_piece(self, piece: Mapping[str, Any]) -> list[bytes]:
-        index = piece.get("index")
-        function = piece.get("function")
-        function = function if isinstance(function, dict) else {}
-        call_id, name, arguments = piece.get("id"), function.get("name"), function.get("arguments")
-        if index is None or isinstance(index, bool):
-            # No index: a piece with an id starts a call, one without continues the last one.
-            fresh = call_id or self._last_call is None
-            index = len(self._calls) if fresh else self._last_call
+        index, call_id, name, arguments = tool_piece(piece, len(self._calls), self._last_call)
         call = self._calls.get(index)
         if call is None:
             call = self._calls[index] = _Call(new_id("call"))
@@ -438,13 +359,3 @@ def _unicode_escape(raw: str, i: int) -> tuple[str, int]:
 def _hex4(raw: str, at: int) -> int | None:
     digits = raw[at : at + 4]
     return int(digits, 16) if len(digits) == 4 and set(digits) <= _HEX else None
-
-
-def _first_choice(choices: Any) -> Mapping[str, Any] | None:
-    """Choice 0 of a chunk (the request never asks for more)."""
-    if not isinstance(choices, list):
-        return None
-    for choice in choices:
-        if isinstance(choice, dict) and choice.get("index", 0) == 0:
-            return choice
-    return None
