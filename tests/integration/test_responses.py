@@ -881,3 +881,49 @@ def test_azure_v1_responses_pass_through(
         assert sent.headers.get("api-key") == UPSTREAM_KEY
     finally:
         azure.stop()
+
+
+# ---------------------------------------------------------------------------------- hostile
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/responses/resp%0Aforged", "/v1/responses/" + "r" * 300, "/v1/responses/%00"]
+)
+def test_a_hostile_response_id_gets_a_clear_400(gw: GatewayProcess, path: str) -> None:
+    for method in ("GET", "DELETE"):
+        answer = requests.request(
+            method, f"{gw.url}{path}", headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=5
+        )
+        assert answer.status_code == 400
+        error = answer.json()["error"]
+        assert error["param"] == "response_id" and error["type"] == "invalid_request_error"
+    # The id is in the access line, escaped: no line of the log starts with what followed %0A.
+    assert not [line for line in gw.logs().splitlines() if line.startswith("forged")]
+
+
+def test_an_unknown_response_is_an_openai_404(gw: GatewayProcess) -> None:
+    answer = requests.get(
+        f"{gw.url}/v1/responses/resp_nothing", headers={"Authorization": f"Bearer {ALICE_KEY}"}
+    )
+    assert answer.status_code == 404
+    assert_valid("ErrorResponse", answer.json())
+    assert "resp_nothing" in answer.json()["error"]["message"]
+
+
+def test_lone_surrogates_cross_both_ways(
+    gw: GatewayProcess, native: FakeUpstream, fake: FakeUpstream
+) -> None:
+    raw = b'{"model": "MODEL", "input": "half \\ud800 a pair", "store": false}'
+    for model, upstream in ((NATIVE, native), (CHAT, fake)):
+        body = raw.replace(b"MODEL", model.encode())
+        answer = requests.post(
+            f"{gw.url}/v1/responses",
+            data=body,
+            headers={"Authorization": f"Bearer {ALICE_KEY}", "Content-Type": "application/json"},
+            timeout=15,
+        )
+        assert answer.status_code == 200, answer.text
+        if upstream is native:
+            assert upstream.requests[-1].raw == body
+        else:
+            assert b"\\ud800" in upstream.requests[-1].raw

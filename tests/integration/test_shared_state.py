@@ -179,6 +179,49 @@ def test_hosts_of_one_deployment_share_state_and_one_namespace_can_be_set(
     assert any(k.startswith(b"team-blue:breaker:") for k in client.scan_iter())
 
 
+def test_stored_responses_are_shared_by_hosts_and_kept_from_other_deployments(
+    fake: FakeUpstream, launch: Callable[..., GatewayProcess], redis_url: str
+) -> None:
+    """A Responses follow-up may land on any host of a deployment, never on another one's."""
+    config = base_config(fake)
+    env = {"REDIS_URL": redis_url}
+    one, two = launch(config, env=env), launch(config, env=env)
+    other = json.loads(json.dumps(config))
+    other["auth"]["keys"][1]["sha256"] = hash_key("pk-other-deployment")
+    elsewhere = launch(other, env=env)
+    assert namespace_of(elsewhere) != namespace_of(one)
+
+    def client(gw: GatewayProcess) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=ALICE_KEY, max_retries=0)
+
+    first = client(one).responses.create(model="gpt-4o-mini", input="My name is Ada.")
+    follow = client(two).responses.create(
+        model="gpt-4o-mini", input="What is my name?", previous_response_id=first.id
+    )
+    assert [m["role"] for m in fake.requests[-1].body["messages"]] == ["user", "assistant", "user"]
+    assert client(two).responses.retrieve(follow.id).id == follow.id
+    # The same key name and secret in another deployment: nothing of the first one's.
+    with pytest.raises(openai.NotFoundError):
+        client(elsewhere).responses.retrieve(first.id)
+    with pytest.raises(openai.BadRequestError):
+        client(elsewhere).responses.create(
+            model="gpt-4o-mini", input="?", previous_response_id=first.id
+        )
+    stored = [k for k in redis.Redis.from_url(redis_url).scan_iter() if b"stored_responses" in k]
+    assert len(stored) == 2 and all(k.startswith(namespace_of(one).encode()) for k in stored)
+    # A value someone else wrote there is a miss, not a crash.
+    redis.Redis.from_url(redis_url).set(stored[0], b"pxj1:{not json")
+    assert sum(_found(client(one), rid) for rid in (first.id, follow.id)) == 1
+
+
+def _found(client: openai.OpenAI, response_id: str) -> bool:
+    try:
+        client.responses.retrieve(response_id)
+    except openai.NotFoundError:
+        return False
+    return True
+
+
 # ------------------------------------------------------------------ budgets
 
 
