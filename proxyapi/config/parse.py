@@ -8,7 +8,6 @@ import json
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from proxyapi.config import checks as c
 from proxyapi.config.checks import ConfigError
@@ -52,7 +51,7 @@ from proxyapi.config.model import (
     ServerConfig,
     TimeoutConfig,
 )
-from proxyapi.config.values import hash_key, is_sha256_hex, lists_model
+from proxyapi.config.values import hash_key, is_openai_api, is_sha256_hex, lists_model
 
 
 def parse_config(
@@ -496,7 +495,7 @@ def serves_responses_by_default(ptype: str, base_url: str) -> bool:
     and Azure (its v1 API) do; other OpenAI-compatible hosts mostly serve chat only."""
     if ptype == "azure":
         return True
-    return ptype == "openai" and urlsplit(base_url).hostname == "api.openai.com"
+    return ptype == "openai" and is_openai_api(base_url)
 
 
 def _parse_timeout(data: Mapping[str, Any], where: str) -> TimeoutConfig:

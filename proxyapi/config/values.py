@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _GLOB_CHARS = frozenset("*?[")
@@ -24,6 +25,11 @@ def is_sha256_hex(value: str) -> bool:
 def is_glob(pattern: str) -> bool:
     """Tell whether a ``models`` entry is a glob rather than a model name."""
     return not _GLOB_CHARS.isdisjoint(pattern)
+
+
+def is_openai_api(base_url: str) -> bool:
+    """Tell whether a provider URL is OpenAI's own API (by host name, not by substring)."""
+    return urlsplit(base_url).hostname == "api.openai.com"
 
 
 def lists_model(patterns: tuple[str, ...], model: str) -> bool:

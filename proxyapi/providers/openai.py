@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from proxyapi.config.values import is_openai_api
 from proxyapi.errors import InvalidRequest, UpstreamMalformed
 from proxyapi.jsonio import encode_json
 from proxyapi.providers.base import (
@@ -90,7 +91,7 @@ class OpenAIAdapter(Adapter):
         and takes ``reasoning_effort``; other hosts get the older ``max_tokens``, which they all
         take, and no reasoning effort (many refuse fields they do not know).
         """
-        if self.provider.type == "azure" or "://api.openai.com" in self.provider.base_url:
+        if self.provider.type == "azure" or is_openai_api(self.provider.base_url):
             return ChatTarget(max_tokens_field="max_completion_tokens", reasoning_effort=True)
         return ChatTarget()
 
@@ -141,6 +142,8 @@ class OpenAIAdapter(Adapter):
             raise InvalidRequest(
                 f"Provider '{self.provider.name}' does not serve the Responses API.", param="id"
             )
+        if str(body["id"]) in (".", ".."):  # a path segment an HTTP client would resolve away
+            raise InvalidRequest("A response id cannot be '.' or '..'.", param="id")
         return UpstreamRequest(
             method=RESPONSE_METHODS[op],
             url=f"{self.responses_url()}/{quote(str(body['id']), safe='')}",

@@ -91,31 +91,39 @@ class Chained(StreamTranslator):
     def __init__(self, first: StreamTranslator, second: StreamTranslator) -> None:
         self.first = first
         self.second = second
+        self._failure: ProxyAPIError | None = None
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        try:
-            out: list[bytes] = []
-            for events in self.first.feed(chunk):
-                out.extend(self.second.feed(events))
-            return out
-        finally:
-            self._report()
+        return self._run(lambda: self.first.feed(chunk), last=False)
 
     def close(self) -> list[bytes]:
+        return self._run(self.first.close, last=True)
+
+    def _run(self, first: Callable[[], Iterable[bytes]], last: bool) -> list[bytes]:
+        # Like every translator, a failure comes after the events before it were returned:
+        # held for the next call when this one has events to give.
+        if self._failure is not None:
+            raise self._failure
+        out: list[bytes] = []
         try:
-            out: list[bytes] = []
-            for events in self.first.close():
+            for events in first():
                 out.extend(self.second.feed(events))
-            out.extend(self.second.close())
-            return out
+            if last:
+                out.extend(self.second.close())
+        except ProxyAPIError as exc:
+            if not out:
+                raise
+            self._failure = exc
         finally:
             self._report()
+        return out
 
     def _report(self) -> None:
-        """What the chain reports is what its last translator does."""
+        """What the chain reports is what its last translator does (final before complete:
+        the relay's thread may read complete at any moment, and then wants final)."""
         self.usage = self.second.usage or self.first.usage
-        self.complete = self.second.complete
         self.final = self.second.final
+        self.complete = self.second.complete
 
     def error_event(self, exc: ProxyAPIError, secrets: Iterable[str] = ()) -> bytes | None:
         return self.second.error_event(exc, secrets)

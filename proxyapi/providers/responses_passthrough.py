@@ -68,10 +68,11 @@ class ResponsesPassThrough(EventPassThrough):
         if isinstance(response, dict):
             self._response = response
         if kind in _TERMINAL:
-            self.complete = True
             if kind != "response.failed" and isinstance(response, dict):
                 self.final = response
                 self.usage = responses_usage(response.get("usage")) or self.usage
+            # Last: the relay's thread may read complete at any moment, and then wants final.
+            self.complete = True
 
     def error_event(self, exc: ProxyAPIError, secrets: Iterable[str] = ()) -> bytes:
         """``response.failed`` for this response, next in its sequence."""
