@@ -730,13 +730,44 @@ def test_codex_request_through_translation(gw: GatewayProcess, fake: FakeUpstrea
     assert item["type"] == "function_call" and item["name"] == "shell"
 
 
+def test_codex_request_through_translation_to_anthropic(
+    gw: GatewayProcess, claude: FakeAnthropic
+) -> None:
+    answer = post(gw, codex_body(CLAUDE))
+    assert answer.status_code == 200, answer.text
+    sent = claude.requests[-1].body
+    tools = {t["name"]: t for t in sent["tools"]}
+    assert tools["apply_patch"]["input_schema"]["required"] == ["input"]
+    assert "*** Begin Patch" in tools["apply_patch"]["description"]
+    assert sent["tool_choice"] == {
+        "type": "tool",
+        "name": "apply_patch",
+        "disable_parallel_tool_use": True,
+    }
+    system = sent["system"] if isinstance(sent["system"], str) else json.dumps(sent["system"])
+    assert "You are Codex" in system and "workspace-write" in system
+    assert sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Add hello.txt"}]}
+    ]
+    assert sent["stream"] is True
+    events = events_of(answer.content)
+    check_stream(events)
+    # The fake Anthropic says a few words (its tool preamble), then calls the first tool.
+    items = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [i["type"] for i in items] == ["message", "function_call"]
+    assert items[1]["name"] == "shell" and json.loads(items[1]["arguments"])
+    assert events[-1]["response"]["usage"]["input_tokens"] > 0
+
+
 def test_custom_tool_call_maps_back_through_translation(
     client: openai.OpenAI, fake: FakeUpstream
 ) -> None:
     made = client.responses.create(model=CHAT, input="patch it", tools=[APPLY_PATCH], store=False)
     call = made.output[-1]
     assert call.type == "custom_tool_call" and call.name == "apply_patch"
-    assert call.input == TOOL_ARGUMENTS.get("input", call.input)
+    # The fake host answers any function with TOOL_ARGUMENTS, not {"input": ...}: the input is
+    # then the arguments' text as it came, for the tool to refuse visibly.
+    assert call.input == json.dumps(TOOL_ARGUMENTS, ensure_ascii=False)
     follow = client.responses.create(
         model=CHAT,
         tools=[APPLY_PATCH],
