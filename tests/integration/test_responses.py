@@ -958,3 +958,33 @@ def test_lone_surrogates_cross_both_ways(
             assert upstream.requests[-1].raw == body
         else:
             assert b"\\ud800" in upstream.requests[-1].raw
+
+
+def test_a_context_length_failure_mid_stream_says_so(
+    gw: GatewayProcess, fake: FakeUpstream
+) -> None:
+    """Codex compacts its history on context_length_exceeded: the code must survive."""
+    chunk = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": CHAT,
+        "choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}],
+    }
+    error = {
+        "error": {
+            "message": "This model's maximum context length is 8192 tokens.",
+            "type": "invalid_request_error",
+            "code": "context_length_exceeded",
+        }
+    }
+    body = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(error)}\n\n".encode()
+    fake.script(Fault(body=body, content_type="text/event-stream"))
+    answer = post(gw, {"model": CHAT, "input": "x" * 100, "stream": True, "store": False})
+    events = events_of(answer.content)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] == "response.failed"
+    failed = events[-1]["response"]
+    assert failed["error"]["code"] == "context_length_exceeded"
+    assert "maximum context length" in failed["error"]["message"]
+    assert_valid("ResponseStreamEvent", events[-1])
