@@ -23,6 +23,7 @@ from proxyapi.cache.keys import SHARED_SCOPE, cache_key, cacheable
 from proxyapi.cache.store import CacheStore
 from proxyapi.config import CacheConfig
 from proxyapi.deadline import Deadline
+from proxyapi.jsonio import is_count
 from proxyapi.providers.base import Operation, Usage
 from proxyapi.upstream import Answer
 
@@ -51,14 +52,25 @@ class Served:
     age: int | None = None
 
 
+# The counts of a Usage, in the order a cached answer keeps them (the model goes by the
+# answer: a hit is recorded for the model the request resolved to).
+_COUNTS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
+
+
 def _pack(answer: Answer) -> dict[str, Any]:
     usage = answer.usage
     return {
         "body": answer.body,
         "provider": answer.provider,
-        "usage": [usage.prompt_tokens, usage.completion_tokens, usage.total_tokens]
-        if usage
-        else None,
+        "usage": [getattr(usage, name) for name in _COUNTS] if usage else None,
     }
 
 
@@ -70,10 +82,11 @@ def _unpack(value: Any) -> Answer | None:
     body, provider, usage = value["body"], value["provider"], value["usage"]
     if not isinstance(body, bytes) or not isinstance(provider, str) or len(provider) > 64:
         return None
+    # Three counts: an entry written before the cache and reasoning detail was kept.
     if usage is not None and not (
         isinstance(usage, list)
-        and len(usage) == 3
-        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in usage)
+        and len(usage) in (3, len(_COUNTS))
+        and all(is_count(n) and n >= 0 for n in usage)
     ):
         return None
     return Answer(provider, body, 0, Usage(*usage) if usage else None)

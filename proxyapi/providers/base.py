@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxyapi.errors import ProxyAPIError, UpstreamMalformed
 from proxyapi.jsonio import encode_json
+from proxyapi.providers.usage import Usage as Usage  # part of the adapters' interface
 
 if TYPE_CHECKING:
     from proxyapi.config import ProviderConfig
@@ -105,28 +106,6 @@ class UpstreamReply:
     status: int
     headers: Mapping[str, str]
     body: bytes
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens an answer used, as OpenAI reports them."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-    @classmethod
-    def from_openai(cls, data: Any) -> Usage | None:
-        """Read an OpenAI ``usage`` object; None if it is not one."""
-        if not isinstance(data, dict):
-            return None
-
-        def count(name: str) -> int:
-            value = data.get(name)
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-        prompt, completion = count("prompt_tokens"), count("completion_tokens")
-        return cls(prompt, completion, count("total_tokens") or prompt + completion)
 
 
 @dataclass(frozen=True)

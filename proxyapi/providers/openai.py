@@ -34,7 +34,7 @@ from proxyapi.providers.base import (
     load_json_object,
     passthrough_payload,
 )
-from proxyapi.providers.responses_passthrough import ResponsesPassThrough, responses_usage
+from proxyapi.providers.responses_passthrough import ResponsesPassThrough
 from proxyapi.providers.sse import whole_events_end
 from proxyapi.translate.messages_chat import (
     ChatToMessagesStream,
@@ -166,13 +166,13 @@ class OpenAIAdapter(Adapter):
                     f"Provider '{self.provider.name}' answered {reply.status} without a "
                     "response object."
                 )
-            return reply.body, responses_usage(data.get("usage"))
+            return reply.body, Usage.from_responses(data.get("usage"), _model_of(data))
         if not isinstance(data.get(_RESULT_FIELD[op]), list):
             raise UpstreamMalformed(
                 f"Provider '{self.provider.name}' answered {reply.status} without "
                 f"'{_RESULT_FIELD[op]}'."
             )
-        usage = Usage.from_openai(data.get("usage"))
+        usage = Usage.from_openai(data.get("usage"), _model_of(data))
         if op is Operation.MESSAGES:
             return encode_json(messages_answer(data, "")), usage
         return reply.body, usage
@@ -211,6 +211,12 @@ class OpenAIAdapter(Adapter):
 
 
 DONE = b"data: [DONE]"
+
+
+def _model_of(data: dict[str, Any]) -> str | None:
+    """The model an answer names (the one the provider billed)."""
+    model = data.get("model")
+    return model if isinstance(model, str) and model else None
 
 
 class OpenAIEventStream(StreamTranslator):
@@ -255,7 +261,9 @@ class OpenAIEventStream(StreamTranslator):
                 except ValueError:
                     chunk = None
                 if isinstance(chunk, dict):
-                    self.usage = Usage.from_openai(chunk.get("usage")) or self.usage
+                    self.usage = (
+                        Usage.from_openai(chunk.get("usage"), _model_of(chunk)) or self.usage
+                    )
                     if self.strip_usage and chunk.get("choices") == []:
                         continue
             kept.append(event)

@@ -119,9 +119,10 @@ class Chained(StreamTranslator):
         return out
 
     def _report(self) -> None:
-        """What the chain reports is what its last translator does (final before complete:
-        the relay's thread may read complete at any moment, and then wants final)."""
-        self.usage = self.second.usage or self.first.usage
+        """What the chain reports: the usage as the first read it from the provider (with its
+        cache and reasoning detail), the rest as the last says (final before complete: the
+        relay's thread may read complete at any moment, and then wants final)."""
+        self.usage = self.first.usage or self.second.usage
         self.final = self.second.final
         self.complete = self.second.complete
 

@@ -31,19 +31,6 @@ _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fa
 _FAILURES = frozenset({"response.failed", "error"})
 
 
-def responses_usage(data: Any) -> Usage | None:
-    """A Responses ``usage`` object in the gateway's terms; None if it is not one."""
-    if not isinstance(data, Mapping):
-        return None
-
-    def count(name: str) -> int:
-        value = data.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    prompt, completion = count("input_tokens"), count("output_tokens")
-    return Usage(prompt, completion, count("total_tokens") or prompt + completion)
-
-
 class ResponsesPassThrough(EventPassThrough):
     """A Responses stream for a Responses client: whole events, unchanged data."""
 
@@ -70,7 +57,9 @@ class ResponsesPassThrough(EventPassThrough):
         if kind in _TERMINAL:
             if kind != "response.failed" and isinstance(response, dict):
                 self.final = response
-                self.usage = responses_usage(response.get("usage")) or self.usage
+                model = response.get("model")
+                billed = model if isinstance(model, str) and model else None
+                self.usage = Usage.from_responses(response.get("usage"), billed) or self.usage
             # Last: the relay's thread may read complete at any moment, and then wants final.
             self.complete = True
 

@@ -670,7 +670,7 @@ def test_parse_usage_with_cache_tokens() -> None:
         "total_tokens": 25,
         "prompt_tokens_details": {"cached_tokens": 7},
     }
-    assert usage == Usage(20, 5, 25)
+    assert usage == Usage(20, 5, 25, cache_read_tokens=7, cache_write_tokens=3)
 
 
 def test_parse_without_usage() -> None:

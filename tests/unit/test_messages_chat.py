@@ -1425,7 +1425,7 @@ def test_text_stream_events_in_anthropic_order() -> None:
         },
     }
     assert translator.complete
-    assert translator.usage == Usage(25, 9, 34)
+    assert translator.usage == Usage(25, 9, 34, cache_read_tokens=10)
 
 
 def test_text_stream_through_the_anthropic_sdk(sdk: MockAnthropic) -> None:

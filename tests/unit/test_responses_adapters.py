@@ -45,7 +45,7 @@ from proxyapi.providers.base import (
 )
 from proxyapi.providers.openai import OpenAIEventStream
 from proxyapi.providers.responses_over_chat import Chained, ResponsesOverChat
-from proxyapi.providers.responses_passthrough import ResponsesPassThrough, responses_usage
+from proxyapi.providers.responses_passthrough import ResponsesPassThrough
 from proxyapi.providers.sse import SSEParser, sse_event
 from proxyapi.routing import Target
 from proxyapi.streaming import Relay, TranslatedStream
@@ -144,10 +144,9 @@ def test_passthrough_relays_every_event_byte_for_byte_and_reports_the_end() -> N
     final = events[-1]["response"]
     assert translator.complete
     assert translator.final == final
-    usage = final["usage"]
-    assert translator.usage == Usage(
-        usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]
-    )
+    assert translator.usage == Usage.from_responses(final["usage"])
+    assert translator.usage is not None and translator.usage.reasoning_tokens > 0
+    assert translator.usage.model == final["model"]
     for _, data in decode(out):
         assert_valid("ResponseStreamEvent", data)
 
@@ -328,10 +327,20 @@ def test_a_terminal_event_without_a_response_completes_without_final(kind: str) 
         (None, None),
         ([1, 2], None),
         ("usage", None),
+        (
+            {
+                "input_tokens": 100,
+                "input_tokens_details": {"cached_tokens": 60},
+                "output_tokens": 30,
+                "output_tokens_details": {"reasoning_tokens": 20},
+                "total_tokens": 130,
+            },
+            Usage(100, 30, 130, cache_read_tokens=60, reasoning_tokens=20),
+        ),
     ],
 )
 def test_responses_usage(usage: Any, expected: Usage | None) -> None:
-    assert responses_usage(usage) == expected
+    assert Usage.from_responses(usage) == expected
 
 
 def test_any_cut_of_the_stream_gives_the_same_events() -> None:

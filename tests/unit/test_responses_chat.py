@@ -1705,7 +1705,7 @@ def test_text_stream_events_in_openai_order() -> None:
     assert final["usage"] == response_usage(usage_chunk(25, 9, cached=10)["usage"])
     assert translator.final == final
     assert translator.complete
-    assert translator.usage == Usage(25, 9, 34)
+    assert translator.usage == Usage(25, 9, 34, cache_read_tokens=10)
     check_response(final)
 
 

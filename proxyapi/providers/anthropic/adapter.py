@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxyapi.errors import InvalidRequest, UpstreamMalformed
 from proxyapi.jsonio import encode_json
-from proxyapi.providers.anthropic.chat_reply import ERROR_TYPES, chat_completion, openai_usage
+from proxyapi.providers.anthropic.chat_reply import ERROR_TYPES, chat_completion
 from proxyapi.providers.anthropic.chat_request import ChatRequest
 from proxyapi.providers.anthropic.chat_stream import AnthropicStreamTranslator
 from proxyapi.providers.anthropic.passthrough import MessagesPassThrough
@@ -138,8 +138,8 @@ class AnthropicAdapter(Adapter):
             raise UpstreamMalformed(
                 f"Provider '{self.provider.name}' answered {reply.status} without 'content'."
             )
-        usage = data.get("usage")
-        counted = Usage.from_openai(openai_usage(usage)) if isinstance(usage, dict) else None
+        model = data.get("model")
+        counted = Usage.from_anthropic(data.get("usage"), model if isinstance(model, str) else None)
         if op is Operation.MESSAGES:
             return reply.body, counted
         answer = chat_completion(data, int(self.clock()))

@@ -87,6 +87,20 @@ def chat_completion(data: Mapping[str, Any], created: int) -> dict[str, Any]:
     return answer
 
 
+def merge_usage(seen: dict[str, Any], usage: Mapping[str, Any]) -> dict[str, Any]:
+    """Fold a stream event's usage into what the stream reported before, and return it:
+    message_delta's counts are cumulative, so they replace message_start's (the cache-write
+    split, an object, included)."""
+    seen.update(
+        {
+            k: v
+            for k, v in usage.items()
+            if is_count(v) or (k == "cache_creation" and isinstance(v, dict))
+        }
+    )
+    return seen
+
+
 def openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
     """Translate Anthropic token counts into an OpenAI ``usage`` object.
 

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 from proxyapi.errors import UpstreamStreamFailed
-from proxyapi.jsonio import is_count
 from proxyapi.providers.anthropic.chat_reply import (
     _STREAM_ERROR_TYPE,
     ERROR_TYPES,
     _chat_id,
     _finish_reason,
+    merge_usage,
     openai_usage,
 )
 from proxyapi.providers.base import StreamTranslator, Usage
@@ -196,8 +196,7 @@ class AnthropicStreamTranslator(StreamTranslator):
     def _count(self, usage: Any) -> None:
         """Keep the latest token counts; message_delta's are cumulative, so they replace."""
         if isinstance(usage, dict):
-            self._usage.update({k: v for k, v in usage.items() if is_count(v)})
-            self.usage = Usage.from_openai(self._openai_usage())
+            self.usage = Usage.from_anthropic(merge_usage(self._usage, usage), self.model)
 
     def _openai_usage(self) -> dict[str, Any]:
         return openai_usage(self._usage)

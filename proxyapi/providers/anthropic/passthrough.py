@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxyapi.errors import UpstreamStreamFailed
-from proxyapi.providers.anthropic.chat_reply import _STREAM_ERROR_TYPE, ERROR_TYPES, openai_usage
+from proxyapi.providers.anthropic.chat_reply import _STREAM_ERROR_TYPE, ERROR_TYPES, merge_usage
 from proxyapi.providers.base import Usage
 from proxyapi.providers.passthrough import EventPassThrough
 
@@ -31,6 +31,7 @@ class MessagesPassThrough(EventPassThrough):
     def __init__(self, provider: str) -> None:
         super().__init__(provider)
         self._usage: dict[str, Any] = {}
+        self._model: str | None = None
 
     def _failure_of(self, kind: str, data: Any) -> UpstreamStreamFailed | None:
         if kind != "error":
@@ -49,11 +50,11 @@ class MessagesPassThrough(EventPassThrough):
         usage = None
         if kind == "message_start" and isinstance(data.get("message"), dict):
             usage = data["message"].get("usage")
+            model = data["message"].get("model")
+            self._model = model if isinstance(model, str) and model else None
         elif kind == "message_delta":
             usage = data.get("usage")
         elif kind == "message_stop":
             self.complete = True
         if isinstance(usage, dict):
-            # message_delta's counts are cumulative: they replace message_start's.
-            self._usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
-            self.usage = Usage.from_openai(openai_usage(self._usage))
+            self.usage = Usage.from_anthropic(merge_usage(self._usage, usage), self._model)

@@ -66,7 +66,8 @@ class ChatToMessagesStream(ChatStreamReader):
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._raw_usage = usage
-            self.usage = Usage.from_openai(usage)
+            model = chunk.get("model")
+            self.usage = Usage.from_openai(usage, model if isinstance(model, str) else None)
         if not self._started:
             if self.message_id is None and isinstance(chunk.get("id"), str) and chunk["id"]:
                 self.message_id = _message_id(chunk["id"])

@@ -98,7 +98,8 @@ class ChatToResponsesStream(ChatStreamReader):
         out = self._on_choice(chunk) if self._finish_reason is None else []
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self.usage = Usage.from_openai(usage)
+            model = chunk.get("model")
+            self.usage = Usage.from_openai(usage, model if isinstance(model, str) else None)
             self._events.usage = response_usage(usage)
             self._final_usage = self._finish_reason is not None
         return out
