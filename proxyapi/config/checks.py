@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -196,13 +197,14 @@ def non_negative_int(v: Any) -> int:
 
 
 def positive_number(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+    # YAML has .nan and .inf: neither is a number of seconds, tokens or dollars.
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
         raise ValueError("must be a number above 0")
     return float(v)
 
 
 def fraction(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:  # NaN fails
         raise ValueError("must be a number from 0 to 1")
     return float(v)
 

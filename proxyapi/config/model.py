@@ -89,6 +89,25 @@ class RedisConfig:
     ca_file: str | None = None
 
 
+# The periods a money budget may have, in seconds; a month is 30 days (the budget holds over
+# every 30 days in a row, as the token budgets' sliding windows do).
+BUDGET_PERIODS = {"hour": 3600, "day": 86400, "week": 7 * 86400, "month": 30 * 86400}
+DEFAULT_BUDGET_WARN_AT = 0.8
+
+
+@dataclass(frozen=True)
+class MoneyBudget:
+    """A key's spending cap: ``usd`` per ``period``, warned about at ``warn_at`` of it."""
+
+    usd: float
+    period: str
+    warn_at: float = DEFAULT_BUDGET_WARN_AT
+
+    @property
+    def seconds(self) -> int:
+        return BUDGET_PERIODS[self.period]
+
+
 @dataclass(frozen=True)
 class KeyConfig:
     """One client key: a name for logs and metrics, and the key's SHA-256 hex digest."""
@@ -108,6 +127,8 @@ class KeyConfig:
     # With budgets: the completion cap reserved, and sent upstream, for a request that sets
     # none (lowered to what the budget has left).
     max_tokens: int = DEFAULT_KEY_MAX_TOKENS
+    # Spending caps in USD, reserved and settled like token budgets (proxyapi.budgets).
+    money_budgets: tuple[MoneyBudget, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -268,6 +289,44 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class PriceOverride:
+    """A price from the config, in USD per million tokens of each unit, for the models whose
+    provider and model names match the globs."""
+
+    provider: str
+    model: str
+    input_per_mtok: float
+    output_per_mtok: float
+    # None: the input price (a provider that gives no cache discount).
+    cache_read_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
+    # None: cache_write_per_mtok.
+    cache_write_1h_per_mtok: float | None = None
+
+
+@dataclass(frozen=True)
+class PricingConfig:
+    """Where prices come from: the config's own (first match wins), then genai-prices' table."""
+
+    table: bool = True
+    prices: tuple[PriceOverride, ...] = ()
+
+
+@dataclass(frozen=True)
+class UsageConfig:
+    """The usage log: every answered request's tokens, by key, model, provider and hour."""
+
+    enabled: bool = True
+    # "sqlite", "redis" or "none"; None: redis with a Redis URL (distributed mode), else sqlite.
+    store: str | None = None
+    # The SQLite file; None: usage.sqlite3 in the cache folder's parent (private, per user).
+    path: str | None = None
+    retention_days: int = 400
+    # Seconds a worker gathers usage before writing it, off the request path.
+    flush_interval: float = 1.0
+
+
+@dataclass(frozen=True)
 class ResponsesConfig:
     """The Responses API's store of the responses the gateway makes by translation."""
 
@@ -296,8 +355,17 @@ class Config:
     rate_limits: RateLimitConfig = RateLimitConfig()
     cache: CacheConfig = CacheConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    pricing: PricingConfig = PricingConfig()
+    usage: UsageConfig = UsageConfig()
     metrics: MetricsConfig = MetricsConfig()
     source: str = "defaults"
+
+    @property
+    def usage_store(self) -> str:
+        """Where the usage log lives: the configured store, else Redis or SQLite by mode."""
+        if not self.usage.enabled:
+            return "none"
+        return self.usage.store or ("redis" if self.redis.url else "sqlite")
 
     @property
     def cache_backend(self) -> str:

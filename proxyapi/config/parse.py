@@ -12,6 +12,7 @@ from typing import Any
 from proxyapi.config import checks as c
 from proxyapi.config.checks import ConfigError
 from proxyapi.config.model import (
+    BUDGET_PERIODS,
     CACHE_BACKENDS,
     CACHE_CATEGORIES,
     CACHE_MODES,
@@ -19,6 +20,7 @@ from proxyapi.config.model import (
     DEFAULT_ANTHROPIC_MAX_TOKENS,
     DEFAULT_ANTHROPIC_VERSION,
     DEFAULT_AZURE_API_VERSION,
+    DEFAULT_BUDGET_WARN_AT,
     DEFAULT_CLIENT_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FIRST_TOKEN_TIMEOUT,
@@ -43,6 +45,7 @@ from proxyapi.config.model import (
     Config,
     KeyConfig,
     MetricsConfig,
+    MoneyBudget,
     ProviderConfig,
     RateLimitConfig,
     RedisConfig,
@@ -50,7 +53,9 @@ from proxyapi.config.model import (
     RetryConfig,
     ServerConfig,
     TimeoutConfig,
+    UsageConfig,
 )
+from proxyapi.config.pricing import parse_pricing
 from proxyapi.config.values import hash_key, is_openai_api, is_sha256_hex, lists_model
 
 
@@ -78,6 +83,8 @@ def parse_config(
             "rate_limits",
             "cache",
             "responses",
+            "pricing",
+            "usage",
             "metrics",
         ),
     )
@@ -92,9 +99,13 @@ def parse_config(
         rate_limits=_parse_rate_limits(c.section(resolved, "rate_limits")),
         cache=_parse_cache(c.section(resolved, "cache"), env),
         responses=_parse_responses(c.section(resolved, "responses")),
+        pricing=parse_pricing(c.section(resolved, "pricing")),
+        usage=_parse_usage(c.section(resolved, "usage")),
         metrics=_parse_metrics(c.section(resolved, "metrics")),
         source=source,
     )
+    if config.usage_store == "redis" and config.redis.url is None:
+        raise ConfigError("usage.store is redis but neither redis.url nor REDIS_URL is set")
     uri = config.limits_storage_uri
     budgets = any(k.token_limits or k.max_concurrent for k in auth.keys)
     if budgets and not uri.startswith(("memory://", "redis", "rediss://", "unix://")):
@@ -152,6 +163,22 @@ def _parse_responses(data: Mapping[str, Any]) -> ResponsesConfig:
         store_ttl=c.get(
             data, "responses", "store_ttl", c.positive_int, DEFAULT_RESPONSES_STORE_TTL
         ),
+    )
+
+
+USAGE_STORES = ("sqlite", "redis", "none")
+
+
+def _parse_usage(data: Mapping[str, Any]) -> UsageConfig:
+    c.only(data, "usage", ("enabled", "store", "path", "retention_days", "flush_interval"))
+    store = c.get(data, "usage", "store", c.choice(USAGE_STORES), "") or None
+    enabled = c.get(data, "usage", "enabled", c.boolean, True) and store != "none"
+    return UsageConfig(
+        enabled=enabled,
+        store=store,
+        path=c.get(data, "usage", "path", c.non_empty_str, "") or None,
+        retention_days=c.get(data, "usage", "retention_days", c.positive_int, 400),
+        flush_interval=c.get(data, "usage", "flush_interval", c.positive_number, 1.0),
     )
 
 
@@ -379,6 +406,7 @@ def _parse_key(raw: Any, where: str, env: Mapping[str, str]) -> KeyConfig:
             "token_limits",
             "max_concurrent",
             "max_tokens",
+            "budget",
         ),
     )
     name = c.get(raw, where, "name", c.name, None)
@@ -406,7 +434,31 @@ def _parse_key(raw: Any, where: str, env: Mapping[str, str]) -> KeyConfig:
         token_limits=c.get(raw, where, "token_limits", c.limit_list, ()),
         max_concurrent=c.get(raw, where, "max_concurrent", c.positive_int, 0) or None,
         max_tokens=c.get(raw, where, "max_tokens", c.positive_int, DEFAULT_KEY_MAX_TOKENS),
+        money_budgets=_parse_money_budgets(raw.get("budget"), f"{where} ({name}).budget"),
     )
+
+
+def _parse_money_budgets(raw: Any, where: str) -> tuple[MoneyBudget, ...]:
+    """``budget: {usd: 50, period: month}``, or a list of such (e.g. a month and a day)."""
+    if raw is None:
+        return ()
+    items = raw if isinstance(raw, list) else [raw]
+    budgets = []
+    for i, item in enumerate(items):
+        at = f"{where}[{i}]" if isinstance(raw, list) else where
+        if not isinstance(item, Mapping):
+            raise ConfigError(
+                f"{at} must be a mapping like {{usd: 50, period: month}}, got {item!r}"
+            )
+        c.only(item, at, ("usd", "period", "warn_at"))
+        usd = c.get(item, at, "usd", c.positive_number, None)
+        if usd > 1_000_000:
+            raise ConfigError(f"{at}.usd must be at most 1000000 (USD), got {usd!r}")
+        period = c.get(item, at, "period", c.choice(tuple(BUDGET_PERIODS)), None)
+        warn_at = c.get(item, at, "warn_at", c.fraction, DEFAULT_BUDGET_WARN_AT)
+        budgets.append(MoneyBudget(float(usd), period, float(warn_at)))
+    c.unique([b.period for b in budgets], f"{where}[].period")
+    return tuple(budgets)
 
 
 def _parse_providers(raw: Any, env: Mapping[str, str]) -> tuple[ProviderConfig, ...]:
