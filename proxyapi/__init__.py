@@ -9,6 +9,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from proxyapi import (
+    accounting,
     auth,
     budgets,
     cache,
@@ -81,7 +82,17 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     cached = cache.init_app(
         app, cfg, shared, observer=measured.cache_result, on_redis_error=measured.redis_error
     )
-    budgets.init_app(app, cfg, _counter_client(cfg, shared), measured.redis_error)
+    accounts = accounting.init_app(
+        app, cfg, shared, on_cost=measured.priced, on_error=measured.usage_error
+    )
+    budgets.init_app(
+        app,
+        cfg,
+        _counter_client(cfg, shared),
+        measured.redis_error,
+        pricer=accounts.pricer,
+        on_warn=measured.budget_warning,
+    )
     response_store.init_app(app, cfg, cached.store)
     if workers is not None:
         workers.register("cache", cached.store.stats)

@@ -7,7 +7,7 @@ dialect (OpenAI's, or Anthropic's on the Messages routes: :mod:`proxyapi.dialect
           ├── AuthenticationFailed     401 authentication_error
           ├── PermissionDenied         403 permission_error
           ├── ModelNotFound            404 not_found_error, code model_not_found
-          ├── ResponseNotFound         404 invalid_request_error (a stored response, as OpenAI)
+          ├── ResourceNotFound         404 invalid_request_error (a stored response, as OpenAI)
           ├── UpstreamRejected         the provider's own 4xx, relayed with its status
           ├── UpstreamError            502 upstream_error (unreachable, 5xx, refused our key)
           │    ├── UpstreamStreamFailed  the provider reported an error inside its stream
@@ -101,10 +101,10 @@ class ModelNotFound(ProxyAPIError):
     description = "The model does not exist or is not served by this gateway."
 
 
-class ResponseNotFound(ProxyAPIError):
+class ResourceNotFound(ProxyAPIError):
     code = 404
     type = "invalid_request_error"
-    description = "No such response."
+    description = "No such resource."
 
 
 class UpstreamError(ProxyAPIError):

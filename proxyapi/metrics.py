@@ -62,6 +62,10 @@ class Metrics:
     rejections: Counter
     redis_errors: Counter
     tokens: Counter
+    cost: Counter
+    unpriced: Counter
+    budget_warnings: Counter
+    usage_errors: Counter
     # Called before each scrape, to bring gauges up to date (breaker states).
     before_scrape: list[Callable[[], None]] = field(default_factory=list)
 
@@ -93,6 +97,19 @@ class Metrics:
     def redis_error(self, component: str) -> None:
         """A shared-store command failed (``cache``, ``budgets``, ``limits``, ``fleet``)."""
         self.redis_errors.labels(component).inc()
+
+    def priced(self, key: str, model: str, provider: str, cost: float | None) -> None:
+        """An answer's cost (None: its model has no price)."""
+        if cost is None:
+            self.unpriced.labels(key, model, provider).inc()
+        elif cost:
+            self.cost.labels(key, model, provider).inc(cost)
+
+    def budget_warning(self, key: str) -> None:
+        self.budget_warnings.labels(key).inc()
+
+    def usage_error(self, exc: Exception) -> None:
+        self.usage_errors.inc()
 
 
 def _build(registry: CollectorRegistry) -> Metrics:
@@ -168,7 +185,31 @@ def _build(registry: CollectorRegistry) -> Metrics:
             "Redis commands that failed (the request went on per the outage policy), by part.",
             ("component",),
         ),
-        tokens=counter("tokens", "Tokens used, by key, model and kind.", ("key", "model", "kind")),
+        tokens=counter(
+            "tokens",
+            "Tokens used, by key, model and kind: prompt (every input token, cached ones "
+            "included), completion (reasoning included), cache_read, cache_write, "
+            "cache_write_1h, reasoning.",
+            ("key", "model", "kind"),
+        ),
+        cost=counter(
+            "cost_usd",
+            "What answers cost upstream, in USD (cache hits cost 0), by key, model and provider.",
+            ("key", "model", "provider"),
+        ),
+        unpriced=counter(
+            "unpriced_answers",
+            "Answers whose model has no known price (their tokens are counted, not their cost).",
+            ("key", "model", "provider"),
+        ),
+        budget_warnings=counter(
+            "budget_warnings",
+            "Times a key spent past a money budget's warn_at (once per window and worker).",
+            ("key",),
+        ),
+        usage_errors=counter(
+            "usage_write_errors", "Writes of the usage log that failed (retried).", ()
+        ),
     )
 
 

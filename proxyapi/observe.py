@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+from proxyapi.accounting import format_usd
 from proxyapi.logs import clip
 from proxyapi.metrics import Metrics
 from proxyapi.providers.base import Usage
@@ -55,6 +56,9 @@ class RequestRecord:
     session: str | None = None
     upstream_seconds: float = 0.0
     usage: Usage | None = None
+    # What the answer cost in USD (None: no price known), once priced.
+    cost_usd: float | None = None
+    priced: bool = False
     response_started: float | None = None
 
     def fields(self, now: float) -> dict[str, Any]:
@@ -83,6 +87,10 @@ class RequestRecord:
             "overhead_ms": round(max(0.0, begun - self.upstream_seconds) * 1000, 3),
             "prompt_tokens": self.usage.prompt_tokens if self.usage else None,
             "completion_tokens": self.usage.completion_tokens if self.usage else None,
+            "cache_read_tokens": self.usage.cache_read_tokens if self.usage else None,
+            "reasoning_tokens": self.usage.reasoning_tokens if self.usage else None,
+            "cost_usd": self.cost_usd if self.priced else None,
+            "unpriced": self.priced and self.cost_usd is None,
         }
 
 
@@ -119,7 +127,7 @@ def _close(metrics: Metrics, record: RequestRecord) -> None:
     fields = record.fields(now)
     access_log.info(
         "%s %s %s %.1fms client=%s key=%s model=%s provider=%s attempts=%s cache=%s "
-        "overhead=%.3fms%s",
+        "overhead=%.3fms cost_usd=%s%s",
         fields["method"],
         fields["path"],
         record.status,
@@ -131,6 +139,7 @@ def _close(metrics: Metrics, record: RequestRecord) -> None:
         record.attempts,
         record.cache,
         fields["overhead_ms"],
+        format_usd(record.cost_usd) if record.priced else "-",
         f" session={record.session}" if record.session else "",
         extra={"request_id": record.request_id, "fields": fields},
     )
@@ -141,10 +150,15 @@ def _close(metrics: Metrics, record: RequestRecord) -> None:
     metrics.duration.labels(record.route).observe(now - record.started)
     if not record.stream and record.upstream_seconds:
         metrics.overhead.labels(record.route).observe(fields["overhead_ms"] / 1000)
-    if record.usage is not None:
+    usage = record.usage
+    if usage is not None:
         for kind, count in (
-            ("prompt", record.usage.prompt_tokens),
-            ("completion", record.usage.completion_tokens),
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+            ("cache_write_1h", usage.cache_write_1h_tokens),
+            ("reasoning", usage.reasoning_tokens),
         ):
             if count:
                 metrics.tokens.labels(record.key, record.model_label, kind).inc(count)

@@ -143,6 +143,8 @@ class Relay:
         # Called once, before the batch that ends the stream properly is sent (so a client
         # acting on the last event finds what it triggered done: a stored response).
         self.on_complete: Callable[[], None] | None = None
+        # What follows the last event of a stream that ended properly (its cost, a comment).
+        self.trailer: Callable[[], bytes] | None = None
         self._items: queue.Queue[object] = queue.Queue(maxsize=QUEUE_CHUNKS)
         self._client_gone = threading.Event()
         self._ready = b""  # whole events read by wait_first, not yet sent
@@ -275,6 +277,8 @@ class Relay:
                     last = self._observe(last)
                     if last:
                         yield last
+                    if error is None and self.trailer is not None:
+                        yield self.trailer()
                     return
                 if isinstance(item, ProxyAPIError):
                     error = item

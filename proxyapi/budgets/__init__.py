@@ -16,6 +16,9 @@ zero; the slot is freed.
 
 So the tokens served never exceed a budget by more than what in-flight requests used beyond
 their reservations: a prompt larger than its estimate, or a provider that ignored the cap.
+
+Money budgets (``budget: {usd: 50, period: month}``) are counted by the same store, in
+nano-USD, in the same reservation (:mod:`proxyapi.budgets.money`).
 """
 
 from __future__ import annotations
@@ -26,16 +29,19 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from limits import parse_many
 
+from proxyapi.budgets.money import BUDGET_HEADERS, Quote, Warnings, money_rules, nano, usd
 from proxyapi.budgets.store import (
+    NANO_USD,
     OVER_BUDGET,
     RESERVED,
+    TOKENS,
     TOO_MANY,
     Ask,
     BudgetStore,
@@ -50,6 +56,8 @@ from proxyapi.providers.base import ClientBody, Operation, Usage
 
 if TYPE_CHECKING:
     from proxyapi.config import Config, KeyConfig
+    from proxyapi.pricing import Pricer
+    from proxyapi.routing import Target
 
 EXTENSION = "proxyapi.budgets"
 log = logging.getLogger(__name__)
@@ -91,11 +99,17 @@ class BudgetStorageUnavailable(ProxyAPIError):
 
 @dataclass(frozen=True)
 class KeyBudget:
-    """A key's budgets, concurrency limit and completion ceiling."""
+    """A key's budgets (tokens, then money), concurrency limit and completion ceiling."""
 
     rules: tuple[Rule, ...]
     max_concurrent: int
     max_tokens: int
+    # warn_at of each money budget, by its index in rules
+    warn_at: dict[int, float]
+
+    @property
+    def spends_money(self) -> bool:
+        return bool(self.warn_at)
 
 
 def estimate_prompt(op: Operation, body: Mapping[str, Any]) -> int:
@@ -144,20 +158,23 @@ class Ticket:
         budgets: Budgets,
         key: str,
         plan: KeyBudget,
-        prompt: int,
-        reserved: int,
+        ask: Ask,
         outcome: Outcome | None,
         store: BudgetStore | None,
-        ticket: str,
     ) -> None:
         self._budgets = budgets
         self.key = key
         self.plan = plan
-        self.prompt = prompt
-        self.reserved = reserved
+        self.ask = ask
+        self.prompt = ask.prompt
         self.outcome = outcome
         self._store = store
-        self._id = ticket
+        completion = outcome.completion if outcome is not None else 0
+        # What each budget holds for this request, in its unit.
+        self.held = tuple(
+            base + completion * rate for base, rate in (ask.cost(i) for i in range(len(plan.rules)))
+        )
+        self.reserved = self.prompt + completion
         self._lock = threading.Lock()
         self._settled = False
         # What the request used: the provider's usage; else, once an answer or a stream began,
@@ -166,20 +183,49 @@ class Ticket:
         self.usage: Usage | None = None
         self.relayed = b""
         self.relayed_tokens = 0
+        # What it cost in USD, from its usage and the answering provider's price (None: not
+        # known; money budgets are then settled from the tokens at the reserved rates).
+        self.cost_usd: float | None = None
 
     def watch(self, events: bytes) -> None:
         """Count the text of stream events as they are sent (the fallback when no usage)."""
         self.relayed_tokens += text_tokens(events)
 
     def headers(self) -> dict[str, str]:
-        """The token-budget headers for the response (none without a budget)."""
+        """The budget headers for the response: tokens and money, each the tightest budget."""
         outcome = self.outcome
         if outcome is None or not outcome.rule:
             return {}
-        rule = self.plan.rules[outcome.rule - 1]
-        remaining = max(0, math.floor(outcome.remaining))
-        values = (str(rule.amount), str(remaining), str(outcome.reset))
-        return dict(zip(TOKEN_HEADERS, values, strict=True))
+        out: dict[str, str] = {}
+        for unit, names in ((TOKENS, TOKEN_HEADERS), (NANO_USD, BUDGET_HEADERS)):
+            found = self._tightest(outcome, unit)
+            if found is None:
+                continue
+            rule, left, reset = found
+            if unit == TOKENS:
+                values = (str(rule.amount), str(max(0, math.floor(left))), str(reset))
+            else:
+                values = (usd(rule.amount), usd(left), str(reset))
+            out.update(zip(names, values, strict=True))
+        return out
+
+    def _tightest(self, outcome: Outcome, unit: str) -> tuple[Rule, float, int] | None:
+        """The budget of ``unit`` with the least left (share of its amount), what it has left
+        and when its window moves on."""
+        best: tuple[Rule, float, int] | None = None
+        for i, rule in enumerate(self.plan.rules):
+            if rule.unit != unit:
+                continue
+            if outcome.lefts:
+                left = outcome.lefts[i]
+            elif outcome.rule == i + 1:
+                left = outcome.remaining
+            else:
+                continue
+            reset = outcome.reset if outcome.rule == i + 1 else rule_reset(rule)
+            if best is None or left / rule.amount < best[1] / best[0].amount:
+                best = (rule, left, reset)
+        return best
 
     def used(self) -> int:
         """Tokens to charge: the usage reported, else an estimate from what was relayed."""
@@ -189,6 +235,23 @@ class Ticket:
             return 0  # no provider answered: nothing was generated
         return self.prompt + self.relayed_tokens + text_tokens(self.relayed)
 
+    def spent(self) -> tuple[int, ...]:
+        """What to charge each budget, in its unit."""
+        tokens = self.used()
+        out = []
+        for i, rule in enumerate(self.plan.rules):
+            if rule.unit == TOKENS:
+                out.append(tokens)
+            elif self.cost_usd is not None:
+                out.append(nano(self.cost_usd))
+            elif tokens == 0:
+                out.append(0)
+            else:  # no usage: the tokens relayed at the rates reserved
+                base, rate = self.ask.cost(i)
+                share = min(1.0, tokens / self.prompt) if self.prompt else 1.0
+                out.append(math.ceil(base * share + max(0, tokens - self.prompt) * rate))
+        return tuple(out)
+
     def settle(self) -> None:
         """Correct the budgets to what was used and free the concurrency slot (once)."""
         with self._lock:
@@ -197,7 +260,14 @@ class Ticket:
             self._settled = True
         if self._store is None or self.outcome is None:
             return
-        self._budgets.settle(self, self._store, self.outcome, self.used() - self.reserved)
+        deltas = tuple(s - h for s, h in zip(self.spent(), self.held, strict=True))
+        self._budgets.settle(self, self._store, self.outcome, deltas)
+
+
+def rule_reset(rule: Rule, now: float | None = None) -> int:
+    """Seconds until a budget's window moves on."""
+    now = time.time() if now is None else now
+    return math.ceil(rule.seconds - now % rule.seconds)
 
 
 class Budgets:
@@ -208,14 +278,14 @@ class Budgets:
         config: Config,
         shared: BudgetStore | None,
         on_redis_error: Callable[[str], None] | None = None,
+        pricer: Pricer | None = None,
+        on_warn: Callable[[str], None] | None = None,
     ) -> None:
         self.policy = config.rate_limits.on_storage_error
         self.on_redis_error = on_redis_error
-        self.plans = {
-            k.name: KeyBudget(_rules(k.token_limits), k.max_concurrent or 0, k.max_tokens)
-            for k in config.auth.keys
-            if k.token_limits or k.max_concurrent
-        }
+        self.pricer = pricer
+        self.warnings = Warnings(on_warn)
+        self.plans = {k.name: _plan(k) for k in config.auth.keys if _plan(k) is not None}
         self.shared = shared
         self.local = MemoryBudgetStore()
         # A reservation lives at most this long (a worker that dies mid-request frees its
@@ -228,28 +298,41 @@ class Budgets:
         return key.name in self.plans
 
     def reserve(
-        self, key: KeyConfig, op: Operation, body: dict[str, Any]
+        self,
+        key: KeyConfig,
+        op: Operation,
+        body: dict[str, Any],
+        targets: Iterable[Target] = (),
     ) -> tuple[Ticket | None, dict[str, Any]]:
         """Reserve for a request; return its ticket and the body to send (with the cap the
-        gateway sets). Raise 429 when it does not fit."""
+        gateway sets). Raise 429 when it does not fit, 403 ``model_unpriced`` when a money
+        budget applies and a provider in ``targets`` has no price for its model."""
         plan = self.plans.get(key.name)
         if plan is None:
             return None, body
         prompt = estimate_prompt(op, body) if plan.rules else 0
         completion, flexible, n = _completion(op, body, plan.max_tokens)
-        ticket_id = uuid.uuid4().hex
+        costs: tuple[tuple[int, int], ...] = ()
+        if plan.spends_money:
+            assert self.pricer is not None, "money budgets need the pricer"
+            quote = Quote.for_targets(self.pricer, key.name, targets, prompt)
+            costs = tuple(
+                (quote.base, quote.rate) if rule.unit == NANO_USD else (prompt, 1)
+                for rule in plan.rules
+            )
         ask = Ask(
             prompt=prompt,
             completion=completion,
             flexible=flexible,
             min_completion=min(MIN_COMPLETION * n, completion),
             max_concurrent=plan.max_concurrent,
-            ticket=ticket_id,
+            ticket=uuid.uuid4().hex,
             lease=self.lease,
+            costs=costs,
         )
         outcome, store = self._reserve(key.name, plan, ask)
         if outcome is None:  # fail-open during a store outage
-            return Ticket(self, key.name, plan, prompt, 0, None, None, ticket_id), body
+            return Ticket(self, key.name, plan, ask, None, None), body
         if outcome.status == TOO_MANY:
             raise BudgetExceeded(
                 f"Key '{key.name}' already has {plan.max_concurrent} requests in flight "
@@ -257,22 +340,42 @@ class Budgets:
                 error_code="concurrency_limit_exceeded",
                 headers={"Retry-After": "1"},
             )
-        ticket = Ticket(
-            self, key.name, plan, prompt, prompt + outcome.completion, outcome, store, ticket_id
-        )
+        ticket = Ticket(self, key.name, plan, ask, outcome, store)
         if outcome.status == OVER_BUDGET:
-            rule = plan.rules[outcome.rule - 1]
-            needs = prompt + (ask.min_completion if flexible else completion)
-            raise BudgetExceeded(
-                f"Token budget reached for key '{key.name}': {rule.text} tokens; this request "
-                f"needs about {needs} and {math.floor(outcome.remaining)} are left. Retry in "
-                f"{outcome.reset}s.",
-                headers={**ticket.headers(), "Retry-After": str(max(1, outcome.reset))},
-            )
+            raise self._over_budget(key.name, plan, ask, outcome, ticket)
         assert outcome.status == RESERVED
+        for index, warn_at in plan.warn_at.items():
+            self.warnings.check(
+                key.name, plan.rules[index], warn_at, outcome.lefts[index], outcome.windows[index]
+            )
         if flexible and plan.rules:
             body = _with_cap(op, body, outcome.completion // n)
         return ticket, body
+
+    @staticmethod
+    def _over_budget(
+        key: str, plan: KeyBudget, ask: Ask, outcome: Outcome, ticket: Ticket
+    ) -> BudgetExceeded:
+        index = outcome.rule - 1
+        rule = plan.rules[index]
+        headers = {**ticket.headers(), "Retry-After": str(max(1, outcome.reset))}
+        completion = ask.min_completion if ask.flexible else ask.completion
+        base, rate = ask.cost(index)
+        needs = base + completion * rate
+        if rule.unit == NANO_USD:
+            return BudgetExceeded(
+                f"Budget reached for key '{key}': {rule.text}; this request may cost up to "
+                f"${usd(needs)} and ${usd(outcome.remaining)} is left. Retry in "
+                f"{outcome.reset}s.",
+                error_code="budget_exceeded",
+                headers=headers,
+            )
+        return BudgetExceeded(
+            f"Token budget reached for key '{key}': {rule.text} tokens; this request "
+            f"needs about {needs} and {math.floor(outcome.remaining)} are left. Retry in "
+            f"{outcome.reset}s.",
+            headers=headers,
+        )
 
     def _reserve(
         self, key: str, plan: KeyBudget, ask: Ask
@@ -290,15 +393,17 @@ class Budgets:
                 return None, None
             return self.local.reserve(key, plan.rules, ask, time.time()), self.local
 
-    def settle(self, ticket: Ticket, store: BudgetStore, outcome: Outcome, delta: int) -> None:
-        """Apply a ticket's correction (called by :meth:`Ticket.settle`)."""
+    def settle(
+        self, ticket: Ticket, store: BudgetStore, outcome: Outcome, deltas: tuple[int, ...]
+    ) -> None:
+        """Apply a ticket's corrections (called by :meth:`Ticket.settle`)."""
         try:
             store.settle(
                 ticket.key,
                 ticket.plan.rules,
                 outcome.windows,
-                delta,
-                ticket._id,
+                deltas,
+                ticket.ask.ticket,
                 ticket.plan.max_concurrent > 0,
             )
         except Exception as exc:
@@ -311,6 +416,17 @@ class Budgets:
         if self.on_redis_error is not None:
             self.on_redis_error("budgets")
         log.warning("budget store unreachable (%s): %s", exc.__class__.__name__, self.policy)
+
+
+def _plan(key: KeyConfig) -> KeyBudget | None:
+    """A key's budget plan, or None when it has nothing to count."""
+    if not (key.token_limits or key.max_concurrent or key.money_budgets):
+        return None
+    tokens = _rules(key.token_limits)
+    warn_at = {len(tokens) + i: b.warn_at for i, b in enumerate(key.money_budgets)}
+    return KeyBudget(
+        tokens + money_rules(key.money_budgets), key.max_concurrent or 0, key.max_tokens, warn_at
+    )
 
 
 def _is_store_error(exc: Exception) -> bool:
@@ -361,9 +477,11 @@ def init_app(
     config: Config,
     client: Any | None,
     on_redis_error: Callable[[str], None] | None = None,
+    pricer: Pricer | None = None,
+    on_warn: Callable[[str], None] | None = None,
 ) -> Budgets:
     """Keep the app's :class:`Budgets` in ``app.extensions`` (shared through ``client``)."""
     shared = RedisBudgetStore(client, config.redis.namespace) if client is not None else None
-    budgets = Budgets(config, shared, on_redis_error)
+    budgets = Budgets(config, shared, on_redis_error, pricer, on_warn)
     app.extensions[EXTENSION] = budgets
     return budgets

@@ -26,13 +26,12 @@ RESERVED, OVER_BUDGET, TOO_MANY = 1, -1, 0
 
 _RESERVE = """
 local now = tonumber(ARGV[1])
-local prompt = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local flexible = ARGV[4] == '1'
-local min_completion = tonumber(ARGV[5])
-local max_concurrent = tonumber(ARGV[6])
-local ticket = ARGV[7]
-local lease = tonumber(ARGV[8])
+local want = tonumber(ARGV[2])
+local flexible = ARGV[3] == '1'
+local min_completion = tonumber(ARGV[4])
+local max_concurrent = tonumber(ARGV[5])
+local ticket = ARGV[6]
+local lease = tonumber(ARGV[7])
 local conc = KEYS[#KEYS]
 if max_concurrent > 0 then
     redis.call('zremrangebyscore', conc, '-inf', now)
@@ -40,62 +39,80 @@ if max_concurrent > 0 then
         return {0, 0, '0', 0, 0}
     end
 end
-local rules = (#ARGV - 8) / 2
-local room, tight, reset = nil, 0, 0
+local rules = (#ARGV - 7) / 4
+local allows, tight, reset, lefts = nil, 0, 0, {}
 for i = 1, rules do
-    local limit = tonumber(ARGV[7 + 2 * i])
-    local period = tonumber(ARGV[8 + 2 * i])
+    local limit = tonumber(ARGV[4 + 4 * i])
+    local period = tonumber(ARGV[5 + 4 * i])
+    local base = tonumber(ARGV[6 + 4 * i])
+    local rate = tonumber(ARGV[7 + 4 * i])
     local cur = tonumber(redis.call('get', KEYS[2 * i - 1]) or '0')
     local prev = tonumber(redis.call('get', KEYS[2 * i]) or '0')
     local elapsed = now % period
     local left = limit - (prev * (period - elapsed) / period + cur)
-    if room == nil or left < room then
-        room, tight, reset = left, i, period - elapsed
+    lefts[i] = left
+    local fits = want
+    if rate > 0 then
+        fits = math.floor((left - base) / rate)
+    elseif base > left then
+        fits = -1
+    end
+    if allows == nil or fits < allows then
+        allows, tight, reset = fits, i, period - elapsed
     end
 end
 local completion = want
-if room ~= nil then
+if allows ~= nil then
     if flexible then
-        completion = math.min(want, math.floor(room - prompt))
+        completion = math.min(want, allows)
     end
-    if completion < min_completion or prompt + completion > room then
-        return {-1, 0, tostring(math.max(0, room)), tight, math.ceil(reset)}
+    if completion < min_completion or completion > allows then
+        return {-1, 0, tostring(math.max(0, lefts[tight])), tight, math.ceil(reset)}
     end
 end
-local amount = prompt + completion
+local out = {1, completion, '-1', tight, math.ceil(reset)}
 for i = 1, rules do
+    local amount = tonumber(ARGV[6 + 4 * i]) + completion * tonumber(ARGV[7 + 4 * i])
     redis.call('incrby', KEYS[2 * i - 1], amount)
-    redis.call('expire', KEYS[2 * i - 1], 2 * tonumber(ARGV[8 + 2 * i]))
+    redis.call('expire', KEYS[2 * i - 1], 2 * tonumber(ARGV[5 + 4 * i]))
+    out[5 + i] = tostring(lefts[i] - amount)
+end
+if allows ~= nil then
+    out[3] = out[5 + tight]
 end
 if max_concurrent > 0 then
     redis.call('zadd', conc, now + lease, ticket)
     redis.call('expire', conc, math.ceil(lease))
 end
-return {1, completion, tostring(room == nil and -1 or room - amount), tight, math.ceil(reset)}
+return out
 """
 
 _SETTLE = """
-local delta = tonumber(ARGV[1])
 for i = 1, #KEYS - 1 do
+    local delta = tonumber(ARGV[2 * i])
     if delta ~= 0 then
         if redis.call('incrby', KEYS[i], delta) < 0 then
             redis.call('set', KEYS[i], 0)
         end
-        redis.call('expire', KEYS[i], 2 * tonumber(ARGV[2 + i]))
+        redis.call('expire', KEYS[i], 2 * tonumber(ARGV[2 * i + 1]))
     end
 end
-redis.call('zrem', KEYS[#KEYS], ARGV[2])
+redis.call('zrem', KEYS[#KEYS], ARGV[1])
 return 1
 """
 
 
+TOKENS, NANO_USD = "tokens", "nano_usd"
+
+
 @dataclass(frozen=True)
 class Rule:
-    """One budget: ``amount`` tokens per ``seconds``."""
+    """One budget: ``amount`` of ``unit`` per ``seconds`` (tokens, or money in nano-USD)."""
 
     amount: int
     seconds: int
     text: str
+    unit: str = TOKENS
 
 
 @dataclass(frozen=True)
@@ -104,10 +121,11 @@ class Outcome:
 
     status: int  # RESERVED, OVER_BUDGET or TOO_MANY
     completion: int = 0  # completion tokens reserved (may be less than asked, if flexible)
-    remaining: float = -1  # tokens left in the tightest budget (-1: no budget)
+    remaining: float = -1  # what is left in the tightest budget, in its unit (-1: no budget)
     rule: int = 0  # 1-based index of the tightest budget, 0 if none
     reset: int = 0  # seconds until the tightest budget's window moves on
     windows: tuple[int, ...] = ()  # the window of each budget the tokens were counted in
+    lefts: tuple[float, ...] = ()  # what each budget has left after the reservation
 
 
 @dataclass(frozen=True)
@@ -121,6 +139,13 @@ class Ask:
     max_concurrent: int  # 0: no limit
     ticket: str
     lease: float
+    # Per budget, what the request costs in its unit: a fixed part (the prompt) and a rate
+    # per completion token. Empty: every budget counts tokens, (prompt, 1).
+    costs: tuple[tuple[int, int], ...] = ()
+
+    def cost(self, index: int) -> tuple[int, int]:
+        """Budget ``index``'s (fixed part, rate per completion token)."""
+        return self.costs[index] if self.costs else (self.prompt, 1)
 
 
 class BudgetStore(Protocol):
@@ -133,7 +158,7 @@ class BudgetStore(Protocol):
         key: str,
         rules: Sequence[Rule],
         windows: Sequence[int],
-        delta: int,
+        delta: int | Sequence[int],
         ticket: str,
         concurrent: bool,
     ) -> None: ...
@@ -141,6 +166,19 @@ class BudgetStore(Protocol):
 
 def _windows(rules: Sequence[Rule], now: float) -> tuple[int, ...]:
     return tuple(int(now // r.seconds) for r in rules)
+
+
+def _deltas(rules: Sequence[Rule], delta: int | Sequence[int]) -> tuple[int, ...]:
+    """One correction per budget (a single number: the same for every one)."""
+    if isinstance(delta, int):
+        return (delta,) * len(rules)
+    return tuple(delta)
+
+
+def _counter(base: str, rule: Rule, window: int) -> str:
+    # Money counters are named apart; token counters keep their name (no reset on upgrade).
+    unit = "" if rule.unit == TOKENS else f"{rule.unit}:"
+    return f"{base}:{unit}{rule.seconds}:{window}"
 
 
 class RedisBudgetStore:
@@ -162,7 +200,6 @@ class RedisBudgetStore:
         keys = []
         argv: list[Any] = [
             repr(now),
-            ask.prompt,
             ask.completion,
             1 if ask.flexible else 0,
             ask.min_completion,
@@ -170,13 +207,19 @@ class RedisBudgetStore:
             ask.ticket,
             repr(ask.lease),
         ]
-        for rule, window in zip(rules, windows, strict=True):
-            keys += [f"{base}:{rule.seconds}:{window}", f"{base}:{rule.seconds}:{window - 1}"]
-            argv += [rule.amount, rule.seconds]
+        for i, (rule, window) in enumerate(zip(rules, windows, strict=True)):
+            keys += [_counter(base, rule, window), _counter(base, rule, window - 1)]
+            argv += [rule.amount, rule.seconds, *ask.cost(i)]
         keys.append(f"{base}:conc")
-        status, completion, remaining, tight, reset = self._reserve(keys=keys, args=argv)
+        status, completion, remaining, tight, reset, *lefts = self._reserve(keys=keys, args=argv)
         return Outcome(
-            int(status), int(completion), float(remaining), int(tight), int(reset), windows
+            int(status),
+            int(completion),
+            float(remaining),
+            int(tight),
+            int(reset),
+            windows,
+            tuple(float(x) for x in lefts),
         )
 
     def settle(
@@ -184,14 +227,17 @@ class RedisBudgetStore:
         key: str,
         rules: Sequence[Rule],
         windows: Sequence[int],
-        delta: int,
+        delta: int | Sequence[int],
         ticket: str,
         concurrent: bool,
     ) -> None:
         base = self._base(key)
-        keys = [f"{base}:{r.seconds}:{w}" for r, w in zip(rules, windows, strict=True)]
+        keys = [_counter(base, r, w) for r, w in zip(rules, windows, strict=True)]
         keys.append(f"{base}:conc")
-        self._settle(keys=keys, args=[delta, ticket, *(r.seconds for r in rules)])
+        args: list[Any] = [ticket]
+        for rule, change in zip(rules, _deltas(rules, delta), strict=True):
+            args += [change, rule.seconds]
+        self._settle(keys=keys, args=args)
 
 
 class MemoryBudgetStore:
@@ -199,8 +245,8 @@ class MemoryBudgetStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # (key, budget seconds) -> {window: tokens}; only the current and previous window stay
-        self._counts: dict[tuple[str, int], dict[int, int]] = {}
+        # (key, unit, budget seconds) -> {window: amount}; the current and previous window stay
+        self._counts: dict[tuple[str, str, int], dict[int, int]] = {}
         self._slots: dict[str, dict[str, float]] = {}
 
     def reserve(self, key: str, rules: Sequence[Rule], ask: Ask, now: float) -> Outcome:
@@ -212,45 +258,57 @@ class MemoryBudgetStore:
                     del slots[ticket]
                 if len(slots) >= ask.max_concurrent:
                     return Outcome(TOO_MANY)
-            room: float | None = None
+            allows: int | None = None
             tight = reset = 0
-            for i, (rule, window) in enumerate(zip(rules, windows, strict=True), start=1):
-                counts = self._counts.setdefault((key, rule.seconds), {})
+            lefts: list[float] = []
+            for i, (rule, window) in enumerate(zip(rules, windows, strict=True)):
+                counts = self._counts.setdefault((key, rule.unit, rule.seconds), {})
                 for old in [w for w in counts if w < window - 1]:
                     del counts[old]  # never read again
                 cur, prev = counts.get(window, 0), counts.get(window - 1, 0)
                 elapsed = now % rule.seconds
                 left = rule.amount - (prev * (rule.seconds - elapsed) / rule.seconds + cur)
-                if room is None or left < room:
-                    room, tight, reset = left, i, math.ceil(rule.seconds - elapsed)
+                lefts.append(left)
+                base, rate = ask.cost(i)
+                if rate > 0:
+                    fits = math.floor((left - base) / rate)
+                else:
+                    fits = ask.completion if base <= left else -1
+                if allows is None or fits < allows:
+                    allows, tight, reset = fits, i + 1, math.ceil(rule.seconds - elapsed)
             completion = ask.completion
-            if room is not None:
+            if allows is not None:
                 if ask.flexible:
-                    completion = min(ask.completion, math.floor(room - ask.prompt))
-                if completion < ask.min_completion or ask.prompt + completion > room:
-                    return Outcome(OVER_BUDGET, 0, max(0.0, room), tight, reset, windows)
-            amount = ask.prompt + completion
-            for rule, window in zip(rules, windows, strict=True):
-                counts = self._counts[(key, rule.seconds)]
+                    completion = min(ask.completion, allows)
+                if completion < ask.min_completion or completion > allows:
+                    room = max(0.0, lefts[tight - 1])
+                    return Outcome(OVER_BUDGET, 0, room, tight, reset, windows)
+            after = []
+            for i, (rule, window) in enumerate(zip(rules, windows, strict=True)):
+                base, rate = ask.cost(i)
+                amount = base + completion * rate
+                counts = self._counts[(key, rule.unit, rule.seconds)]
                 counts[window] = counts.get(window, 0) + amount
+                after.append(lefts[i] - amount)
             if ask.max_concurrent > 0:
                 self._slots[key][ask.ticket] = now + ask.lease
-            left_after = -1.0 if room is None else room - amount
-            return Outcome(RESERVED, completion, left_after, tight, reset, windows)
+            remaining = after[tight - 1] if after else -1.0
+            return Outcome(RESERVED, completion, remaining, tight, reset, windows, tuple(after))
 
     def settle(
         self,
         key: str,
         rules: Sequence[Rule],
         windows: Sequence[int],
-        delta: int,
+        delta: int | Sequence[int],
         ticket: str,
         concurrent: bool,
     ) -> None:
         with self._lock:
-            for rule, window in zip(rules, windows, strict=True):
-                counts = self._counts.setdefault((key, rule.seconds), {})
+            changes = _deltas(rules, delta)
+            for rule, window, change in zip(rules, windows, changes, strict=True):
+                counts = self._counts.setdefault((key, rule.unit, rule.seconds), {})
                 if window in counts:  # else it has moved out of every window already
-                    counts[window] = max(0, counts[window] + delta)
+                    counts[window] = max(0, counts[window] + change)
             if concurrent:
                 self._slots.get(key, {}).pop(ticket, None)

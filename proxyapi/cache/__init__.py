@@ -81,12 +81,16 @@ class Cache:
         return value
 
 
+def user_dir() -> Path:
+    """This user's folder of the gateway's files in the temp dir (made private by callers)."""
+    return Path(tempfile.gettempdir()) / f"proxyapi-cache-{os.geteuid()}"
+
+
 def file_cache_dir(config: Config) -> Path:
     """The folder of the filesystem backend: ``cache.dir``, else one per user and namespace."""
     if config.cache.dir:
         return Path(config.cache.dir)
-    user = Path(tempfile.gettempdir()) / f"proxyapi-cache-{os.geteuid()}"
-    return user / config.redis.namespace
+    return user_dir() / config.redis.namespace
 
 
 def prepare_file_cache(config: Config) -> Path:

@@ -13,6 +13,7 @@ from proxyapi.routes import (
     models,
     providers,
     responses,
+    usage,
 )
 
 
@@ -21,6 +22,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(completions.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(responses.bp)
+    app.register_blueprint(usage.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(providers.bp)
     app.register_blueprint(cache_admin.bp)

@@ -4,7 +4,8 @@ auth (before the view) -> read and validate the body (the dialect) -> resolve th
 check the key's allowlist -> the dialect's own state (a Responses follow-up's conversation) ->
 reserve the token budget -> cache plan -> a cached answer, or the providers (fallback loop) ->
 the answer or the stream, in the client's dialect (the dialect keeps what it needs of it) ->
-one settle point when the response closes (:class:`Settle`: tokens, the request record).
+one settle point (:class:`~proxyapi.routes.settle.Settle`: cost and usage log, tokens and
+money into the budget, the request record).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from typing import Any
 
 from flask import Response, after_this_request, current_app, g, request, stream_with_context
 
-from proxyapi import auth, budgets, cache, observe, routing, upstream
+from proxyapi import accounting, auth, budgets, cache, observe, routing, upstream
+from proxyapi.accounting import COST_HEADER, format_usd
 from proxyapi.cache.responses import BYPASS, HIT, MISS, Plan, Served
 from proxyapi.config import Config, KeyConfig
 from proxyapi.deadline import Deadline
 from proxyapi.dialects.base import Dialect, Keeper
 from proxyapi.errors import InvalidRequest, ProxyAPIError
 from proxyapi.providers.base import ClientBody, Operation, load_json_object
-from proxyapi.streaming import Relay
-from proxyapi.upstream import Answer
+from proxyapi.routes.settle import Settle
 from proxyapi.validation import read_json_object
 
 log = logging.getLogger(__name__)
@@ -73,34 +74,6 @@ def _cache_headers(served: Served, key: str | None) -> dict[str, str]:
     return headers
 
 
-class Settle:
-    """The one place a request's outcome is settled: tokens into its budget reservation and
-    its usage into the request record, when its response closes (a stream: when it ends)."""
-
-    def __init__(self, ticket: budgets.Ticket | None, record: observe.RequestRecord) -> None:
-        self.ticket = ticket
-        self.record = record
-        self.answer: Answer | None = None
-        self.relay: Relay | None = None
-
-    def attach(self, response: Response) -> Response:
-        response.call_on_close(self.close)
-        return response
-
-    def close(self) -> None:
-        usage = self.relay.usage if self.relay is not None else None
-        if self.answer is not None:
-            usage = self.answer.usage
-        self.record.usage = usage
-        ticket = self.ticket
-        if ticket is not None:
-            ticket.usage = usage
-            ticket.answered = self.answer is not None or self.relay is not None
-            if self.answer is not None:
-                ticket.relayed = self.answer.body
-            ticket.settle()
-
-
 def proxy(op: Operation, dialect: Dialect) -> Response:
     """Serve ``op`` in ``dialect``; an error from the providers still reports its attempts."""
     g.dialect = dialect.name
@@ -133,8 +106,19 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
     body, targets = dialect.prepare(body, owner, targets)
     keep = dialect.keeper(body, owner)
     # Reserved before anything is sent, settled once when the response closes (Settle).
-    ticket, sent = current_app.extensions[budgets.EXTENSION].reserve(key, op, body)
-    settle = Settle(ticket, record)
+    ticket, sent = current_app.extensions[budgets.EXTENSION].reserve(key, op, body, targets)
+    models: dict[str, str] = {}
+    for target in targets:
+        models.setdefault(target.provider.name, target.model)
+    settle = Settle(
+        ticket,
+        record,
+        current_app.extensions[accounting.EXTENSION],
+        key=key.name,
+        route=op.value,
+        prompt=ticket.prompt if ticket is not None else budgets.estimate_prompt(op, body),
+        models=models,
+    )
     after_this_request(settle.attach)
     headers = {**dialect.response_headers(record.request_id)}
     if ticket is not None:
@@ -164,8 +148,9 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
             events = dialect.replay(cached.answer.body, body)
             if events is not None:
                 record.stream, record.provider, record.cache = True, cached.answer.provider, HIT
+                settle.cached = cached.answer
                 return Response(
-                    iter(events),
+                    iter([*events, settle.trailer()]),
                     mimetype="text/event-stream",
                     headers={
                         **SSE_HEADERS,
@@ -180,8 +165,8 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
             targets, op, sent, deadline, strip_usage=strip_usage, error_event=dialect.error_event
         )
         relay = settle.relay = started.relay
-        if ticket is not None:
-            relay.watch = ticket.watch
+        relay.watch = settle.watch
+        relay.trailer = settle.trailer
         if keep is not None:
             relay.on_complete = lambda: _keep_final(keep, started.provider, relay.source.final)
         record.provider = started.provider
@@ -204,12 +189,15 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
     answer = served.answer
     record.provider = answer.provider
     record.cache = served.x_cache
-    if served.x_cache != HIT:  # a cached answer spends no tokens
+    if served.x_cache == HIT:  # a cached answer spends no tokens
+        settle.cached = answer
+    else:
         record.attempts = answer.attempts
         record.upstream_seconds = answer.upstream_seconds
         settle.answer = answer
         if keep is not None:
             _keep_final(keep, answer.provider, load_json_object(answer.body))
+    cost = settle.price()
     return Response(
         answer.body,
         mimetype="application/json",
@@ -218,6 +206,7 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
             **_cache_headers(served, plan.key),
             PROVIDER_HEADER: answer.provider,
             ATTEMPTS_HEADER: str(answer.attempts),
+            **({COST_HEADER: format_usd(cost)} if answer.usage is not None else {}),
         },
     )
 

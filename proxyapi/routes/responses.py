@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify
 
 from proxyapi import observe, response_store, upstream
 from proxyapi.dialects.responses import RESPONSES_DIALECT
-from proxyapi.errors import ResponseNotFound
+from proxyapi.errors import ResourceNotFound
 from proxyapi.jsonio import encode_json
 from proxyapi.providers.base import Operation
 from proxyapi.routes.pipeline import ATTEMPTS_HEADER, PROVIDER_HEADER, proxy, request_deadline
@@ -48,7 +48,7 @@ def _stored(response_id: str, op: Operation) -> Response:
     store: response_store.ResponseStore = current_app.extensions[response_store.EXTENSION]
     stored = store.lookup(owner, response_id)
     if stored is None:
-        raise ResponseNotFound(f"Response with id '{response_id}' not found.")
+        raise ResourceNotFound(f"Response with id '{response_id}' not found.")
     if stored.provider is None:
         assert stored.response is not None
         if op is Operation.RESPONSE_DELETE:
@@ -59,7 +59,7 @@ def _stored(response_id: str, op: Operation) -> Response:
     config = current_app.extensions["proxyapi.config"]
     provider = next((p for p in config.providers if p.name == stored.provider), None)
     if provider is None:  # the provider left the config since
-        raise ResponseNotFound(f"Response with id '{response_id}' not found.")
+        raise ResourceNotFound(f"Response with id '{response_id}' not found.")
     up: upstream.Upstream = current_app.extensions[upstream.EXTENSION]
     answer = up.complete([Target(provider, "")], op, {"id": response_id}, request_deadline(config))
     record = observe.current()

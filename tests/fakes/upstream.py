@@ -124,6 +124,8 @@ class FakeUpstream(ScriptedFake[Fault, Recorded, StreamRecord]):
         self.models = models or ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "fake-model"]
         self.default_chunks = 5
         self.default_chunk_delay = 0.0
+        # Merged into every chat and completions usage (e.g. prompt_tokens_details).
+        self.usage_details: dict[str, Any] = {}
         self._serves_responses = responses_api
         self.responses_api = responses_api  # a test may switch it until reset()
         self.responses = ResponsesAPI(REPLY_TEXT, TOOL_CALL_ID, TOOL_ARGUMENTS)
@@ -139,6 +141,7 @@ class FakeUpstream(ScriptedFake[Fault, Recorded, StreamRecord]):
         super().reset()
         self.default_chunks = 5
         self.default_chunk_delay = 0.0
+        self.usage_details = {}
         self.responses_api = self._serves_responses
         self.responses.clear()
 
@@ -327,12 +330,13 @@ class _Handler(FakeHandler):
 
     # ---------------------------------------------------------------- answers
 
-    def _usage(self, body: dict[str, Any], completion_tokens: int) -> dict[str, int]:
+    def _usage(self, body: dict[str, Any], completion_tokens: int) -> dict[str, Any]:
         prompt_tokens = max(1, len(json.dumps(body.get("messages") or body.get("prompt"))) // 4)
         return {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
+            **self.fake.usage_details,
         }
 
     def _chat_text(self, body: dict[str, Any]) -> str | None:

@@ -209,7 +209,8 @@ def test_stream_headers(gateway: GatewayProcess) -> None:
     assert resp.headers["X-ProxyAPI-Provider"] == "fake"
     assert "Content-Length" not in resp.headers
     body = resp.content
-    assert body.endswith(b"data: [DONE]\n\n")
+    # The cost follows the end as an SSE comment (a header cannot carry it on a stream).
+    assert body.endswith(b"data: [DONE]\n\n: cost_usd=unpriced\n\n")
 
 
 def test_providers_status_reports_pool_reuse(gateway: GatewayProcess) -> None:

@@ -188,7 +188,9 @@ def test_sighup_reloads_the_config_and_lets_streams_finish(
     _wait_for(lambda: len(gw.worker_pids()) >= booted + 2, "new workers")
     _wait_for(lambda: chat(gw, key=carol).status_code == 200, "the new key to work")
     reader.join(20)
-    assert body["data"].count(b"tok") == 30 and body["data"].endswith(b"data: [DONE]\n\n")
+    assert body["data"].count(b"tok") == 30 and body["data"].endswith(
+        b"data: [DONE]\n\n: cost_usd=unpriced\n\n"
+    )
     assert "proxyapi: config reloaded from" in gw.logs()
     # The old workers have stopped taking requests: every worker has the new config.
     assert all(chat(gw, key=carol).status_code == 200 for _ in range(6))

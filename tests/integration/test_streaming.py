@@ -74,7 +74,7 @@ def test_heartbeats_while_upstream_is_silent(gateway: GatewayProcess, fake: Fake
     assert body.count(b": ping\n\n") >= 2
     before, _, after = body.partition(b": ping\n\n")
     assert before.endswith(b"\n\n") and b"tok0" in before and b"tok1" in after
-    assert body.endswith(b"data: [DONE]\n\n")
+    assert body.endswith(b"data: [DONE]\n\n: cost_usd=unpriced\n\n")
 
 
 def test_stalled_stream_ends_with_a_timeout_event(
@@ -97,7 +97,7 @@ def test_concurrent_streams_run_side_by_side(gateway: GatewayProcess, fake: Fake
     def one() -> float:
         started = time.monotonic()
         content = stream_body(gateway)
-        assert content.endswith(b"data: [DONE]\n\n")
+        assert content.endswith(b"data: [DONE]\n\n: cost_usd=unpriced\n\n")
         return time.monotonic() - started
 
     started = time.monotonic()

@@ -297,7 +297,7 @@ def test_stream_usage_is_asked_for_and_kept_from_a_client_that_did_not(upstream:
     streamed = post(client, "t", {**CHAT, "stream": True})
     body = b"".join(streamed.response)
     streamed.close()  # as the WSGI server does once the body is sent: the tokens are settled
-    assert b'"usage"' not in body and body.endswith(b"data: [DONE]\n\n")
+    assert b'"usage"' not in body and body.endswith(b"data: [DONE]\n\n: cost_usd=unpriced\n\n")
     sent = json.loads(upstream.calls[-1].request.body)
     assert sent["stream_options"] == {"include_usage": True}
     assert sent["max_completion_tokens"] == 49  # what the budget had left after the prompt
