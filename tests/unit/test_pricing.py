@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 import socket
+from datetime import UTC, datetime
 from typing import Any
 
 import genai_prices
 import pytest
+from genai_prices.data_snapshot import get_snapshot
 
 from proxyapi.config import ConfigError, parse_config
 from proxyapi.config.model import PriceOverride
 from proxyapi.config.pricing import parse_pricing
-from proxyapi.pricing import Price, Pricer
+from proxyapi.pricing import Price, Pricer, _table_terms, cost_at
 from proxyapi.providers.usage import Usage
 
 PROVIDERS = parse_config(
@@ -425,11 +427,59 @@ def test_lookups_are_remembered_found_or_not(monkeypatch: pytest.MonkeyPatch) ->
     assert p.cost("openai", "unknown-requested", usage) is None
     assert p.price("openai", "unknown-requested") is None
     assert calls == ["unknown-billed", "unknown-requested"]
-    # A known model: looked up at startup; each answer is one calculation, no lookup.
+    # A known model: looked up at startup; an answer is priced without calling genai-prices.
     calls.clear()
     assert p.cost("openai", "gpt-4o", Usage(prompt_tokens=10)) is not None
+    assert p.cost("anthropic", "claude-sonnet-4-5", Usage(prompt_tokens=300_000)) is not None
     assert p.price("openai", "gpt-4o") is not None
-    assert calls == ["gpt-4o"]
+    assert calls == []
+
+
+def genai_usage(usage: Usage) -> genai_prices.Usage:
+    """Our units in genai-prices' keys: both count cache reads and writes inside the input."""
+    written = usage.cache_write_tokens + usage.cache_write_1h_tokens
+    return genai_prices.Usage(
+        input_tokens=max(usage.prompt_tokens, usage.cache_read_tokens + written),
+        output_tokens=usage.completion_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=written,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+    )
+
+
+def test_every_model_costs_what_genai_prices_computes() -> None:
+    """The gateway's sum of tokens times prices is genai-prices' own answer, for every model
+    of the table priced by tokens, below, at and above each tier's start, with and without
+    cache reads and writes (and a host's cached parts larger than its whole)."""
+    shapes = [
+        Usage(prompt_tokens=1234, completion_tokens=567),
+        Usage(prompt_tokens=2006, completion_tokens=300, cache_read_tokens=1920),
+        Usage(1000, 10, cache_read_tokens=200, cache_write_tokens=300, cache_write_1h_tokens=100),
+        Usage(prompt_tokens=10, completion_tokens=1, cache_read_tokens=50),
+        Usage(prompt_tokens=0, completion_tokens=0),
+    ]
+    now = datetime.now(UTC)
+    checked = tiered = 0
+    for provider in get_snapshot().providers:
+        for model in provider.models:
+            prices = model.get_prices(now)
+            terms = _table_terms(prices)
+            if terms is None:
+                continue
+            usages = list(shapes)
+            for start, _ in terms.tiers:
+                for size in (start - 1, start, start + 1, 2 * start):
+                    usages.append(Usage(size, 1000, cache_read_tokens=size // 3))
+            for usage in usages:
+                expected = float(prices.calc_price(genai_usage(usage))["total_price"])
+                assert cost_at(terms, usage) == pytest.approx(expected, rel=1e-9, abs=1e-12), (
+                    provider.id,
+                    model.id,
+                    usage,
+                )
+            checked += 1
+            tiered += bool(terms.tiers)
+    assert checked > 300 and tiered > 10
 
 
 def test_pricing_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
