@@ -78,8 +78,10 @@ class Accounting:
     ) -> float | None:
         """Price one answer and log its usage; return its cost in USD (0 for a cache hit,
         None when the model has no price)."""
-        billed = usage.model or model
-        cost = 0.0 if cache_hit else self.pricer.cost(provider, model, usage)
+        # The log keeps the name the answer was priced by, so pricing the log later agrees.
+        cost, billed = self.pricer.priced(provider, model, usage)
+        if cache_hit:
+            cost = 0.0
         if self.recorder is not None:
             self.recorder.record(
                 UsageEntry(
@@ -144,10 +146,17 @@ def init_app(
     on_cost: CostObserver | None = None,
     on_error: Callable[[Exception], None] | None = None,
 ) -> Accounting:
-    """Build the pricer and the usage log and keep them in ``app.extensions``."""
+    """Build the pricer and the usage log and keep them in ``app.extensions``; a failed write
+    (its batch kept for the next flush) is logged and told to ``on_error`` (a metric)."""
     store = _store(config, shared)
+
+    def failed(exc: Exception) -> None:
+        log.warning("usage: %s", exc)
+        if on_error is not None:
+            on_error(exc)
+
     recorder = (
-        UsageRecorder(store, config.usage.flush_interval, on_error) if store is not None else None
+        UsageRecorder(store, config.usage.flush_interval, failed) if store is not None else None
     )
     accounting = Accounting(Pricer(config.pricing, config.providers), store, recorder, on_cost)
     app.extensions[EXTENSION] = accounting

@@ -109,6 +109,7 @@ class Metrics:
         self.budget_warnings.labels(key).inc()
 
     def usage_error(self, exc: Exception) -> None:
+        """The usage log failed to write a batch (kept for the next flush) or dropped usage."""
         self.usage_errors.inc()
 
 

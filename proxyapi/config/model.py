@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 # The provider types, and the settings each takes beyond the common ones (its adapter is in
 # proxyapi.providers.ADAPTERS, under the same name).
 PROVIDER_TYPE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "openai": ("responses_api",),
+    "openai": ("responses_api", "stream_usage"),
     "azure": ("api_version", "deployments", "responses_api"),
     "anthropic": ("anthropic_version", "max_tokens"),
 }
@@ -199,6 +199,9 @@ class ProviderConfig:
     # The host serves OpenAI's Responses API itself: /v1/responses passes through to it
     # (else it is translated to chat). Default: OpenAI's own API and Azure.
     responses_api: bool = False
+    # The host takes stream_options.include_usage (the gateway asks for every stream's usage
+    # to price it); false for one that refuses the field: streams are then charged an estimate.
+    stream_usage: bool = True
     # Who this provider is, for cache keys: a digest of its type, URL and credential (never the
     # credential), so answers of one account are not served for another's.
     identity: str = ""
@@ -238,9 +241,10 @@ class RateLimitConfig:
     def counts_anything(
         self, keys: tuple[KeyConfig, ...], providers: tuple[ProviderConfig, ...]
     ) -> bool:
-        """Tell whether anything is counted: request limits, token budgets or concurrency."""
+        """Tell whether anything is counted: request limits, token or money budgets, or
+        concurrency."""
         return self.any_configured(keys, providers) or any(
-            k.token_limits or k.max_concurrent for k in keys
+            k.token_limits or k.max_concurrent or k.money_budgets for k in keys
         )
 
 
@@ -319,7 +323,8 @@ class UsageConfig:
     enabled: bool = True
     # "sqlite", "redis" or "none"; None: redis with a Redis URL (distributed mode), else sqlite.
     store: str | None = None
-    # The SQLite file; None: usage.sqlite3 in the cache folder's parent (private, per user).
+    # The SQLite file; None: usage-<namespace>.sqlite3 beside the default cache folders, in
+    # a private folder of this user's in the temp dir.
     path: str | None = None
     retention_days: int = 400
     # Seconds a worker gathers usage before writing it, off the request path.

@@ -487,6 +487,7 @@ _PROVIDER_KEYS = (
     "anthropic_version",
     "max_tokens",
     "responses_api",
+    "stream_usage",
 )
 # Keys that only some provider types understand, and those types.
 _TYPE_KEYS = {
@@ -539,6 +540,7 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
         responses_api=c.get(
             raw, where, "responses_api", c.boolean, serves_responses_by_default(ptype, base_url)
         ),
+        stream_usage=c.get(raw, where, "stream_usage", c.boolean, True),
     )
 
 

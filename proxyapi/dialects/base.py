@@ -29,8 +29,8 @@ class Dialect(ABC):
     def validate(self, op: Operation, body: Mapping[str, Any]) -> None:
         """Check the fields the gateway relies on; raise InvalidRequest naming the bad one."""
 
-    def stream_body(self, body: dict[str, Any], needs_usage: bool) -> tuple[dict[str, Any], bool]:
-        """The body to stream, asking for usage when the gateway needs it and the dialect does
+    def stream_body(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The body to stream, asking for usage (every answer is priced) when the dialect does
         not report it by itself; and whether to keep the usage chunk from the client."""
         return body, False
 

@@ -25,11 +25,11 @@ class OpenAIDialect(Dialect):
     def validate(self, op: Operation, body: Mapping[str, Any]) -> None:
         validate(op, body)
 
-    def stream_body(self, body: dict[str, Any], needs_usage: bool) -> tuple[dict[str, Any], bool]:
-        # A token budget needs the stream's usage: ask for it, and keep the usage-only chunk
-        # from a client that did not.
+    def stream_body(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        # Pricing and budgets need the stream's usage: ask for it, and keep the usage-only
+        # chunk from a client that did not.
         options = body.get("stream_options") or {}
-        if not needs_usage or options.get("include_usage"):
+        if options.get("include_usage"):
             return body, False
         return {**body, "stream_options": {**options, "include_usage": True}}, True
 

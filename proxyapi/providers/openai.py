@@ -125,6 +125,8 @@ class OpenAIAdapter(Adapter):
         body = self._translate(op, body, stream)
         if body.get("model") != model:
             body = {**body, "model": model}
+        if "stream_options" in body and not self.provider.stream_usage:
+            body = {k: v for k, v in body.items() if k != "stream_options"}
         return UpstreamRequest(
             method="POST",
             url=f"{self.provider.base_url}/{PATHS[op]}",

@@ -160,7 +160,7 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
                         ATTEMPTS_HEADER: "0",
                     },
                 )
-        sent, strip_usage = dialect.stream_body(sent, needs_usage=ticket is not None)
+        sent, strip_usage = dialect.stream_body(sent)
         started = up.open_stream(
             targets, op, sent, deadline, strip_usage=strip_usage, error_event=dialect.error_event
         )
@@ -206,7 +206,7 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
             **_cache_headers(served, plan.key),
             PROVIDER_HEADER: answer.provider,
             ATTEMPTS_HEADER: str(answer.attempts),
-            **({COST_HEADER: format_usd(cost)} if answer.usage is not None else {}),
+            **({COST_HEADER: format_usd(cost)} if record.priced else {}),
         },
     )
 

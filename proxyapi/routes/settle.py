@@ -66,17 +66,23 @@ class Settle:
         return self.relay.source.provider if self.relay is not None else None
 
     def _usage(self) -> Usage | None:
-        """What the provider reported; for a stream without it, what was relayed."""
+        """What the provider reported; without it, an estimate of what was relayed (the
+        prompt as estimated, and the text sent), never nothing once an answer began."""
         for answer in (self.answer, self.cached):
             if answer is not None:
-                return answer.usage
+                if answer.usage is not None:
+                    return answer.usage
+                return self._estimate(budgets.text_tokens(answer.body))
         if self.relay is None:
             return None
         if self.relay.usage is not None:
             return self.relay.usage
         if not self.relayed_tokens:
             return None
-        return Usage(self.prompt, self.relayed_tokens, self.prompt + self.relayed_tokens)
+        return self._estimate(self.relayed_tokens)
+
+    def _estimate(self, completion: int) -> Usage:
+        return Usage(self.prompt, completion, self.prompt + completion)
 
     def price(self) -> float | None:
         """Price the answer and log its usage, once; its cost (None: none known)."""

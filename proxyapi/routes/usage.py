@@ -120,7 +120,10 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _cell(value: Any) -> Any:
-    """A CSV cell: text a spreadsheet would run as a formula is written as text."""
+    """A CSV cell: true/false as JSON writes them; text a spreadsheet would run as a formula
+    written as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str) and value and value[0] in "=+-@\t\r":
         return f"'{value}"
     return value
@@ -187,7 +190,8 @@ def usage() -> Response:
         )
     except (redis.RedisError, sqlite3.Error, OSError) as exc:
         raise ServiceUnavailable(
-            f"The usage log cannot be read right now ({exc.__class__.__name__})."
+            f"The usage log cannot be read right now ({exc.__class__.__name__}).",
+            error_code="usage_log_unavailable",
         ) from exc
     rows = [_row(acc, row) for row in found]
     if fmt == "csv":

@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 
 from proxyapi import create_app
 from proxyapi.auth import hash_key
+from proxyapi.config import ConfigError, parse_config
 
 OPENAI = "https://api.openai.com/v1"
 ANTHROPIC = "https://api.anthropic.com"
@@ -436,7 +437,7 @@ def test_csv_keeps_a_hostile_model_name_as_text(upstream: Any) -> None:
     assert resp.mimetype == "text/csv"
     (row,) = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True))))
     assert row["model"] == '\'=HYPERLINK("x")' and row["key"] == "alice"
-    assert row["input_tokens"] == "2006" and row["unpriced"] == "True" and row["cost_usd"] == ""
+    assert row["input_tokens"] == "2006" and row["unpriced"] == "true" and row["cost_usd"] == ""
 
 
 def test_with_the_log_off_usage_is_a_404_and_answers_still_cost(upstream: Any) -> None:
@@ -446,3 +447,64 @@ def test_with_the_log_off_usage_is_a_404_and_answers_still_cost(upstream: Any) -
     assert resp.headers["X-ProxyAPI-Cost-USD"] == OPENAI_COST
     off = usage(client)
     assert off.status_code == 404 and off.json["error"]["code"] == "usage_log_off"
+
+
+def test_the_log_keeps_the_name_the_answer_was_priced_by(upstream: Any) -> None:
+    # A price for the requested name only: the log names it, so /v1/usage prices it the same.
+    upstream.post(f"{LOCAL}/chat/completions", json=chat_answer(OPENAI_USAGE, model="llama-3-8b"))
+    price = {"provider": "local", "model": "llama-3", "input_per_mtok": 1, "output_per_mtok": 1}
+    client = make(pricing={"prices": [price]})
+    resp, _ = post(client, {**CHAT, "model": "llama-3"})
+    assert resp.headers["X-ProxyAPI-Cost-USD"] == "0.002306"
+    (row,) = usage(client).json["data"]
+    assert row["model"] == "llama-3" and row["cost_usd"] == pytest.approx(0.002306)
+
+
+def test_a_store_that_cannot_be_read_is_a_503(upstream: Any) -> None:
+    client = make()
+    accounting = client.application.extensions["proxyapi.accounting"]
+    accounting.store.path.unlink()
+    accounting.store.path.mkdir()  # no longer a database file
+    accounting.store.close()
+    resp = usage(client)
+    assert resp.status_code == 503 and resp.json["error"]["code"] == "usage_log_unavailable"
+
+
+def test_a_host_that_refuses_stream_options_is_charged_an_estimate(upstream: Any) -> None:
+    cut = sse(chunk({"role": "assistant", "content": "Hello there"}), "[DONE]")
+    upstream.post(f"{LOCAL}/chat/completions", body=cut, content_type="text/event-stream")
+    client = create_app(
+        {
+            "auth": {"keys": KEYS},
+            "providers": [{**PROVIDERS[3], "stream_usage": False}, PROVIDERS[0]],
+        }
+    ).test_client()
+    _, body = post(client, {**CHAT, "model": "llama-3", "stream": True})
+    assert b"Hello there" in body
+    assert "stream_options" not in json.loads(upstream.calls[0].request.body)
+    (row,) = usage(client).json["data"]
+    assert row["output_tokens"] > 0 and row["input_tokens"] > 0
+    # Every other host is asked for the stream's usage, whatever the client asked.
+    upstream.post(f"{OPENAI}/chat/completions", body=STREAM, content_type="text/event-stream")
+    _, body = post(client, {**CHAT, "stream": True})
+    sent = json.loads(upstream.calls[1].request.body)
+    assert sent["stream_options"] == {"include_usage": True}
+    assert b'"usage"' not in body  # the client did not ask for it: it is not relayed
+
+
+def test_stream_usage_is_an_openai_type_setting() -> None:
+    with pytest.raises(ConfigError, match=r"stream_usage applies to type openai only"):
+        parse_config({"providers": [{**PROVIDERS[1], "stream_usage": False}]})
+    with pytest.raises(ConfigError, match=r"stream_usage"):
+        parse_config({"providers": [{**PROVIDERS[3], "stream_usage": "no"}]})
+
+
+def test_an_answer_without_usage_is_charged_an_estimate(upstream: Any) -> None:
+    answer = chat_answer(OPENAI_USAGE)
+    del answer["usage"]  # some hosts send none
+    upstream.post(f"{OPENAI}/chat/completions", json=answer)
+    client = make()
+    resp, _ = post(client, CHAT)
+    (row,) = usage(client).json["data"]
+    assert row["input_tokens"] > 0 and row["output_tokens"] == 3  # "Hello there", 11 chars
+    assert float(resp.headers["X-ProxyAPI-Cost-USD"]) == pytest.approx(row["cost_usd"], abs=1e-6)
