@@ -16,6 +16,7 @@ import atexit
 import logging
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,12 @@ class Accounting:
             self.store.close()
 
 
+def _close_at_exit(ref: weakref.ref[Accounting]) -> None:
+    accounting = ref()
+    if accounting is not None:
+        accounting.close()
+
+
 def usage_path(config: Config) -> Path:
     """The SQLite file of the usage log: ``usage.path``, else one per user and namespace in
     the temp dir (beside the default cache folders, never in one: the cache's sweeps remove
@@ -161,6 +168,7 @@ def init_app(
     accounting = Accounting(Pricer(config.pricing, config.providers), store, recorder, on_cost)
     app.extensions[EXTENSION] = accounting
     # A worker that exits writes what it gathered (gunicorn runs atexit handlers on a
-    # graceful exit; a killed worker loses at most the last flush_interval of usage).
-    atexit.register(accounting.close)
+    # graceful exit; a killed worker loses at most the last flush_interval of usage). By weak
+    # reference: an app let go of (in tests, many) is not kept alive until exit.
+    atexit.register(_close_at_exit, weakref.ref(accounting))
     return accounting

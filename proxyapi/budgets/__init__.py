@@ -36,7 +36,15 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask
 from limits import parse_many
 
-from proxyapi.budgets.money import BUDGET_HEADERS, Quote, Warnings, money_rules, nano, usd
+from proxyapi.budgets.money import (
+    BUDGET_HEADERS,
+    Claim,
+    Quote,
+    Warnings,
+    money_rules,
+    nano,
+    usd,
+)
 from proxyapi.budgets.store import (
     NANO_USD,
     OVER_BUDGET,
@@ -187,10 +195,6 @@ class Ticket:
         # known; money budgets are then settled from the tokens at the reserved rates).
         self.cost_usd: float | None = None
 
-    def watch(self, events: bytes) -> None:
-        """Count the text of stream events as they are sent (the fallback when no usage)."""
-        self.relayed_tokens += text_tokens(events)
-
     def headers(self) -> dict[str, str]:
         """The budget headers for the response: tokens and money, each the tightest budget."""
         outcome = self.outcome
@@ -280,11 +284,12 @@ class Budgets:
         on_redis_error: Callable[[str], None] | None = None,
         pricer: Pricer | None = None,
         on_warn: Callable[[str], None] | None = None,
+        claim: Claim | None = None,
     ) -> None:
         self.policy = config.rate_limits.on_storage_error
         self.on_redis_error = on_redis_error
         self.pricer = pricer
-        self.warnings = Warnings(on_warn)
+        self.warnings = Warnings(on_warn, claim)
         self.plans = {k.name: _plan(k) for k in config.auth.keys if _plan(k) is not None}
         self.shared = shared
         self.local = MemoryBudgetStore()
@@ -344,10 +349,6 @@ class Budgets:
         if outcome.status == OVER_BUDGET:
             raise self._over_budget(key.name, plan, ask, outcome, ticket)
         assert outcome.status == RESERVED
-        for index, warn_at in plan.warn_at.items():
-            self.warnings.check(
-                key.name, plan.rules[index], warn_at, outcome.lefts[index], outcome.windows[index]
-            )
         if flexible and plan.rules:
             body = _with_cap(op, body, outcome.completion // n)
         return ticket, body
@@ -410,6 +411,12 @@ class Budgets:
             if store is self.local or not _is_store_error(exc):
                 raise
             self._outage(exc)  # the lease frees the slot; the correction is lost
+        # Warned from what was spent, not from the reservation: a request that reserves all
+        # that is left (a flexible cap) must not sound the once-a-window warning early.
+        for index, warn_at in ticket.plan.warn_at.items():
+            left = outcome.lefts[index] - deltas[index]
+            rule = ticket.plan.rules[index]
+            self.warnings.check(ticket.key, rule, warn_at, left, outcome.windows[index])
 
     def _outage(self, exc: Exception) -> None:
         self.errors += 1
@@ -472,6 +479,15 @@ _CAP_FIELD = {
 }
 
 
+def _claimer(client: Any, namespace: str) -> Claim:
+    """Claim a budget warning's mark in Redis: the first to set it says the warning."""
+
+    def claim(mark: str, ttl: int) -> bool:
+        return bool(client.set(f"{namespace}:budget-warned:{mark}", "1", nx=True, ex=ttl))
+
+    return claim
+
+
 def init_app(
     app: Flask,
     config: Config,
@@ -481,7 +497,10 @@ def init_app(
     on_warn: Callable[[str], None] | None = None,
 ) -> Budgets:
     """Keep the app's :class:`Budgets` in ``app.extensions`` (shared through ``client``)."""
-    shared = RedisBudgetStore(client, config.redis.namespace) if client is not None else None
-    budgets = Budgets(config, shared, on_redis_error, pricer, on_warn)
+    shared = claim = None
+    if client is not None:
+        shared = RedisBudgetStore(client, config.redis.namespace)
+        claim = _claimer(client, config.redis.namespace)
+    budgets = Budgets(config, shared, on_redis_error, pricer, on_warn, claim)
     app.extensions[EXTENSION] = budgets
     return budgets

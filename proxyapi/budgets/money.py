@@ -82,16 +82,30 @@ class Quote:
                     param="model",
                 )
             base = max(base, nano(fixed))
-            rate = max(rate, math.ceil(per_million * NANO / 1_000_000))
+            rate = max(rate, nano(per_million / 1_000_000))
         return cls(base, rate)
 
 
-class Warnings:
-    """Says once (per budget window and worker) that a key has spent past a budget's
-    ``warn_at``: a log line, and the ``on_warn`` callback (a metric)."""
+# Told (a mark naming the key, budget and window; seconds to keep it) and answers whether
+# this process is the first to claim it: Redis' SET NX across hosts.
+Claim = Callable[[str, int], bool]
 
-    def __init__(self, on_warn: Callable[[str], None] | None = None) -> None:
+
+class Warnings:
+    """Says once per budget window that a key has spent past a budget's ``warn_at``: a log
+    line, and the ``on_warn`` callback (a metric).
+
+    Once per worker; with ``claim`` (Redis), once for the whole deployment: the first worker
+    to see the threshold passed claims the window's mark, at most one round trip per worker,
+    budget and window. A claim that fails (Redis down) warns anyway: a warning twice rather
+    than none.
+    """
+
+    def __init__(
+        self, on_warn: Callable[[str], None] | None = None, claim: Claim | None = None
+    ) -> None:
         self.on_warn = on_warn
+        self.claim = claim
         self._said: set[tuple[str, str, int]] = set()
         self._lock = threading.Lock()
 
@@ -105,6 +119,14 @@ class Warnings:
             if len(self._said) > 10_000:  # old windows are never checked again
                 self._said.clear()
             self._said.add(mark)
+        if self.claim is not None:
+            try:
+                first = self.claim(f"{key}:{rule.seconds}:{window}", 2 * rule.seconds)
+            except Exception as exc:  # the store's errors: see the class docstring
+                log.debug("budget warning not claimed: %s", exc)
+                first = True
+            if not first:
+                return
         log.warning(
             "key %s has spent %.0f%% of its budget of %s (warned at %.0f%%)",
             key,

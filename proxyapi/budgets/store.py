@@ -73,7 +73,9 @@ end
 local out = {1, completion, '-1', tight, math.ceil(reset)}
 for i = 1, rules do
     local amount = tonumber(ARGV[6 + 4 * i]) + completion * tonumber(ARGV[7 + 4 * i])
-    redis.call('incrby', KEYS[2 * i - 1], amount)
+    -- As a string of digits: Redis 7.2.0-7.2.4 pass a Lua number such as 1e8 on as '1e+08',
+    -- which INCRBY refuses (redis/redis#13113).
+    redis.call('incrby', KEYS[2 * i - 1], string.format('%d', amount))
     redis.call('expire', KEYS[2 * i - 1], 2 * tonumber(ARGV[5 + 4 * i]))
     out[5 + i] = tostring(lefts[i] - amount)
 end
@@ -91,7 +93,7 @@ _SETTLE = """
 for i = 1, #KEYS - 1 do
     local delta = tonumber(ARGV[2 * i])
     if delta ~= 0 then
-        if redis.call('incrby', KEYS[i], delta) < 0 then
+        if redis.call('incrby', KEYS[i], ARGV[2 * i]) < 0 then
             redis.call('set', KEYS[i], 0)
         end
         redis.call('expire', KEYS[i], 2 * tonumber(ARGV[2 * i + 1]))

@@ -209,6 +209,13 @@ def fraction(v: Any) -> float:
     return float(v)
 
 
+def share(v: Any) -> float:
+    """A share of a whole above 0: 0 would mean always (a warning on every first request)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:  # NaN fails
+        raise ValueError("must be a number above 0 and at most 1")
+    return float(v)
+
+
 def non_empty_str(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise ValueError("must be a non-empty string")

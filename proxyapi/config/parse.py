@@ -107,10 +107,10 @@ def parse_config(
     if config.usage_store == "redis" and config.redis.url is None:
         raise ConfigError("usage.store is redis but neither redis.url nor REDIS_URL is set")
     uri = config.limits_storage_uri
-    budgets = any(k.token_limits or k.max_concurrent for k in auth.keys)
+    budgets = any(k.token_limits or k.max_concurrent or k.money_budgets for k in auth.keys)
     if budgets and not uri.startswith(("memory://", "redis", "rediss://", "unix://")):
         raise ConfigError(
-            "token_limits and max_concurrent are counted in memory or in Redis; "
+            "token_limits, budget and max_concurrent are counted in memory or in Redis; "
             f"rate_limits.storage_uri is {uri.split('://', 1)[0]}://"
         )
     return config
@@ -455,7 +455,7 @@ def _parse_money_budgets(raw: Any, where: str) -> tuple[MoneyBudget, ...]:
         if usd > 1_000_000:
             raise ConfigError(f"{at}.usd must be at most 1000000 (USD), got {usd!r}")
         period = c.get(item, at, "period", c.choice(tuple(BUDGET_PERIODS)), None)
-        warn_at = c.get(item, at, "warn_at", c.fraction, DEFAULT_BUDGET_WARN_AT)
+        warn_at = c.get(item, at, "warn_at", c.share, DEFAULT_BUDGET_WARN_AT)
         budgets.append(MoneyBudget(float(usd), period, float(warn_at)))
     c.unique([b.period for b in budgets], f"{where}[].period")
     return tuple(budgets)
