@@ -226,4 +226,4 @@ def test_a_money_budget_is_exact_across_two_hosts(
     assert remaining == sorted(remaining, reverse=True)
     assert len(fake.calls("/chat/completions")) == len(ok)
     warned = "".join(gw.logs() for gw in hosts).count("of its budget of")
-    assert 1 <= warned <= 4  # once per worker at most, past half the budget
+    assert warned == 1  # past half the budget: said once, by one of the four workers

@@ -508,3 +508,50 @@ def test_an_answer_without_usage_is_charged_an_estimate(upstream: Any) -> None:
     (row,) = usage(client).json["data"]
     assert row["input_tokens"] > 0 and row["output_tokens"] == 3  # "Hello there", 11 chars
     assert float(resp.headers["X-ProxyAPI-Cost-USD"]) == pytest.approx(row["cost_usd"], abs=1e-6)
+
+
+def test_an_anthropic_stream_costs_what_the_same_message_costs(upstream: Any) -> None:
+    """message_start carries the input and cache counts, message_delta the output: the stream
+    is priced with the cache reads at their price, once, not as full input."""
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5-20250929",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {**ANTHROPIC_USAGE, "output_tokens": 1},
+        },
+    }
+    events = [
+        start,
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 503},
+        },
+        {"type": "message_stop"},
+    ]
+    body = b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+    upstream.post(f"{ANTHROPIC}/v1/messages", body=body, content_type="text/event-stream")
+    client = make()
+    request = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    _, streamed = post(client, request, path="/v1/messages")
+    # After the last event, as a comment the anthropic SDK skips.
+    assert streamed.index(b"event: message_stop") < streamed.index(b": cost_usd=0.015384\n\n")
+    assert streamed.endswith(b": cost_usd=0.015384\n\n")
+    (row,) = usage(client).json["data"]
+    assert (row["cache_read_tokens"], row["cache_write_tokens"]) == (1800, 148)
+    assert (row["cache_write_1h_tokens"], row["output_tokens"]) == (100, 503)
+    assert row["input_tokens"] == 4096
