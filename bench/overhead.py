@@ -7,12 +7,15 @@ it), then measures, in one run on one machine, with ``wrk`` (Debian package ``wr
 - requests/s at concurrency 16, direct and through the gateway;
 - RSS of each gateway worker after the load.
 
-Run: ``python bench/overhead.py [--workers 2] [--duration 10] [--redis] [--responses]``.
+Run: ``python bench/overhead.py [--workers 2] [--duration 10] [--redis] [--responses]``
+``[--accounting]``.
 Prints a table and the ratios. ``--responses`` also measures ``/v1/responses``: passed through
 to a provider that serves it, translated to chat for one that does not, and translated with
 the response kept for follow-ups (``store: true``). ``--redis`` runs the gateway in
 distributed mode against a redis-server it starts; then each variant also reports the Redis
-round trips one request costs (counted with MONITOR).
+round trips one request costs (counted with MONITOR). ``--accounting`` also measures the
+gateway with the usage log off, and with every answer priced (a config price for the fake
+upstream, which genai-prices' table does not know); the usage log is on in every other variant.
 """
 
 from __future__ import annotations
@@ -80,6 +83,18 @@ RESPONSES_STORED: dict[str, Any] = {
     "path": "/v1/responses",
     "body": {**RESPONSES_BODY, "store": True},
 }
+# Usage and cost accounting. Every variant keeps the usage log on (the default: SQLite, in this
+# run's temp folder); "usage off" turns it off. The fake upstream's host is one genai-prices
+# does not know, so its answers are unpriced (a memoized miss); "+ config price" prices them
+# with a pricing.prices entry, so every answer's cost is computed, counted and sent.
+USAGE_OFF: dict[str, Any] = {"usage": {"enabled": False}}
+CONFIG_PRICE: dict[str, Any] = {
+    "pricing": {
+        "prices": [
+            {"provider": "fake", "model": "*", "input_per_mtok": 0.15, "output_per_mtok": 0.6}
+        ]
+    }
+}
 
 
 def start_gateway(
@@ -103,6 +118,11 @@ def start_gateway(
                 "rate_limits": variant.get("rate_limits", {}),
                 "cache": {"dir": str(tmp / f"cache-{time.monotonic_ns()}")},
                 "auth": {"keys": [key]},
+                "usage": {
+                    "path": str(tmp / f"usage-{time.monotonic_ns()}.sqlite3"),
+                    **variant.get("usage", {}),
+                },
+                "pricing": variant.get("pricing", {}),
                 "providers": [
                     {
                         "name": "fake",
@@ -276,6 +296,11 @@ def main() -> None:
         help="also measure /v1/responses: passed through, translated, translated and stored",
     )
     parser.add_argument(
+        "--accounting",
+        action="store_true",
+        help="also measure the gateway with the usage log off, and with every answer priced",
+    )
+    parser.add_argument(
         "--cache",
         action="store_true",
         help="also measure cacheable requests: always missing (no-cache), and always hitting",
@@ -298,6 +323,9 @@ def main() -> None:
         variants.append(("responses pass", RESPONSES_PASS))
         variants.append(("responses chat", RESPONSES_CHAT))
         variants.append(("responses stored", RESPONSES_STORED))
+    if args.accounting:
+        variants.append(("usage off", USAGE_OFF))
+        variants.append(("+ config price", CONFIG_PRICE))
     if args.cache:
         variants.append(("cache miss", CACHE_MISS))
         variants.append(("cache hit", CACHE_HIT))

@@ -63,8 +63,8 @@ class Pricer:
     """Prices answers by provider and model; one per app, safe to share between threads.
 
     Lookups are remembered per (provider, model), found or not, so a model the table does not
-    know costs its search once; an answer then costs one genai-prices calculation (a fraction
-    of a millisecond).
+    know costs its search once; an answer then costs a sum of tokens times prices (about
+    2 us; see :func:`cost_at`).
     """
 
     def __init__(self, config: PricingConfig, providers: Sequence[ProviderConfig]) -> None:
