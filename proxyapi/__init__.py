@@ -26,6 +26,7 @@ from proxyapi import (
     upstream,
 )
 from proxyapi.config import Config, load_config, parse_config
+from proxyapi.keys import setup as keys_setup
 from proxyapi.routes import register
 
 __all__ = ["create_app"]
@@ -94,6 +95,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         on_warn=measured.budget_warning,
     )
     response_store.init_app(app, cfg, cached.store)
+    keys_setup.init_app(app, cfg, shared)
     if workers is not None:
         workers.register("cache", cached.store.stats)
     register(app)

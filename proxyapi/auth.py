@@ -25,9 +25,13 @@ from proxyapi.errors import AuthenticationFailed, PermissionDenied, ProxyAPIErro
 
 if TYPE_CHECKING:
     from proxyapi.config import AuthConfig, KeyConfig
+    from proxyapi.keys.manager import ManagedKeys
     from proxyapi.ratelimit import Limits
 
 EXTENSION = "proxyapi.auth"
+# Where the managed keys are kept (proxyapi.keys.setup.EXTENSION; not imported, to keep this
+# module free of the stores).
+MANAGED_EXTENSION = "proxyapi.keys"
 __all__ = ["EXTENSION", "KeyRing", "authenticate", "hash_key", "init_app", "is_sha256_hex"]
 
 NO_KEYS_MESSAGE = (
@@ -76,7 +80,8 @@ def authenticate() -> None:
     if request.endpoint in current_app.extensions.get("proxyapi.public_endpoints", ()):
         return
     ring: KeyRing = current_app.extensions[EXTENSION]
-    if not ring:
+    managed: ManagedKeys | None = current_app.extensions.get(MANAGED_EXTENSION)
+    if not ring and managed is None:
         raise AuthenticationFailed(NO_KEYS_MESSAGE, error_code="no_keys_configured")
     guard: Limits = current_app.extensions[ratelimit.EXTENSION]
     address = request.remote_addr or "unknown"
@@ -90,13 +95,26 @@ def authenticate() -> None:
             error_code="missing_api_key",
         )
     key = ring.lookup(token)
+    if key is None and managed is not None:
+        try:
+            key = managed.authenticate(token)
+        except AuthenticationFailed:  # revoked or expired: a failure like any other
+            _failed(guard, address)
+            raise
     if key is None:
-        wait = guard.auth_failed(address)
-        if wait is not None:
-            raise _locked_out(wait)
+        _failed(guard, address)
+        if not ring and managed is not None and not managed.keyset.count:
+            raise AuthenticationFailed(NO_KEYS_MESSAGE, error_code="no_keys_configured")
         raise AuthenticationFailed("Invalid API key.")
     g.key = key
     g.key_name = key.name
+
+
+def _failed(guard: Limits, address: str) -> None:
+    """Count a failed authentication from ``address``; 429 once it has failed too often."""
+    wait = guard.auth_failed(address)
+    if wait is not None:
+        raise _locked_out(wait)
 
 
 def _locked_out(wait: int) -> ProxyAPIError:

@@ -1,7 +1,7 @@
-"""Command-line tools: hash a client key, and check a config file without serving.
+"""Command-line tools: hash a client key, check a config file without serving, manage keys.
 
-Run as ``python -m proxyapi hash-key`` / ``python -m proxyapi check-config [PATH]``, or through
-Flask as ``flask --app wsgi hash-key``.
+Run as ``python -m proxyapi hash-key`` / ``python -m proxyapi check-config [PATH]`` /
+``python -m proxyapi keys create --name ...``, or through Flask as ``flask --app wsgi hash-key``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from flask import Flask
 
 from proxyapi.config import ConfigError, load_config
 from proxyapi.config.values import hash_key
+from proxyapi.keys.cli import keys_command
 
 
 @click.command("hash-key")
@@ -60,9 +61,11 @@ def main() -> None:
 
 main.add_command(hash_key_command)
 main.add_command(check_config_command)
+main.add_command(keys_command)
 
 
 def init_app(app: Flask) -> None:
     """Expose the tools as ``flask --app wsgi <command>``."""
     app.cli.add_command(hash_key_command)
     app.cli.add_command(check_config_command)
+    app.cli.add_command(keys_command)

@@ -8,6 +8,7 @@ dialect (OpenAI's, or Anthropic's on the Messages routes: :mod:`proxyapi.dialect
           ├── PermissionDenied         403 permission_error
           ├── ModelNotFound            404 not_found_error, code model_not_found
           ├── ResourceNotFound         404 invalid_request_error (a stored response, as OpenAI)
+          ├── Conflict                 409 invalid_request_error (a managed key's name is taken)
           ├── UpstreamRejected         the provider's own 4xx, relayed with its status
           ├── UpstreamError            502 upstream_error (unreachable, 5xx, refused our key)
           │    ├── UpstreamStreamFailed  the provider reported an error inside its stream
@@ -105,6 +106,12 @@ class ResourceNotFound(ProxyAPIError):
     code = 404
     type = "invalid_request_error"
     description = "No such resource."
+
+
+class Conflict(ProxyAPIError):
+    code = 409
+    type = "invalid_request_error"
+    description = "The request conflicts with the current state."
 
 
 class UpstreamError(ProxyAPIError):

@@ -126,7 +126,13 @@ class Limits:
         # Only the scopes in use are registered: flask-limiter resolves every registered limit
         # on every request, which costs CPU even when it comes out empty.
         scopes: list[str | Callable[[], str] | ApplicationLimit] = []
-        if config.rate_limits.per_key or any(k.limits for k in config.auth.keys):
+        # Managed keys may be given limits at run time when their scope is there from the start.
+        keys = config.auth.keys
+        if (
+            config.rate_limits.per_key
+            or any(k.limits for k in keys)
+            or config.managed_request_limits
+        ):
             scopes.append(
                 ApplicationLimit(self._per_key_limits, key_function=_key_name, scope="key")
             )
@@ -151,7 +157,8 @@ class Limits:
             _key_name,
             application_limits=scopes,
             # Without any limit configured the extension stays out of the request path.
-            enabled=config.rate_limits.any_configured(config.auth.keys, config.providers),
+            enabled=config.rate_limits.any_configured(config.auth.keys, config.providers)
+            or config.managed_request_limits,
             strategy=config.rate_limits.strategy,
             storage_uri=self._storage_uri,
             storage_options=options,

@@ -23,6 +23,7 @@ nano-USD, in the same reservation (:mod:`proxyapi.budgets.money`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -290,7 +291,9 @@ class Budgets:
         self.on_redis_error = on_redis_error
         self.pricer = pricer
         self.warnings = Warnings(on_warn, claim)
-        self.plans = {k.name: _plan(k) for k in config.auth.keys if _plan(k) is not None}
+        # A key's plan, made from its settings when first asked for: the config's keys and
+        # the managed ones (whose settings may change: the plan follows the KeyConfig).
+        self._plans = functools.lru_cache(maxsize=4096)(_plan)
         self.shared = shared
         self.local = MemoryBudgetStore()
         # A reservation lives at most this long (a worker that dies mid-request frees its
@@ -300,7 +303,7 @@ class Budgets:
 
     def applies(self, key: KeyConfig) -> bool:
         """Tell whether ``key`` has budgets or a concurrency limit."""
-        return key.name in self.plans
+        return self._plans(key) is not None
 
     def reserve(
         self,
@@ -312,7 +315,7 @@ class Budgets:
         """Reserve for a request; return its ticket and the body to send (with the cap the
         gateway sets). Raise 429 when it does not fit, 403 ``model_unpriced`` when a money
         budget applies and a provider in ``targets`` has no price for its model."""
-        plan = self.plans.get(key.name)
+        plan = self._plans(key)
         if plan is None:
             return None, body
         prompt = estimate_prompt(op, body) if plan.rules else 0

@@ -121,7 +121,7 @@ def secret_from_env(env: Mapping[str, str], var: str, where: str) -> str:
 
 
 def name(v: Any) -> str:
-    if not isinstance(v, str) or not _NAME_RE.match(v):
+    if not isinstance(v, str) or not _NAME_RE.fullmatch(v):
         raise ValueError(
             "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
         )

@@ -132,11 +132,36 @@ class KeyConfig:
 
 
 @dataclass(frozen=True)
+class ManagedKeysConfig:
+    """Keys made at run time (the admin API and CLI), beside the config's read-only ones."""
+
+    enabled: bool = True
+    # "sqlite", "redis" or "none"; None: redis with a Redis URL (distributed mode), else sqlite.
+    store: str | None = None
+    # The SQLite file; None: keys-<namespace>.sqlite3 beside the usage log (private folder).
+    path: str | None = None
+    # Seconds between a worker's checks of the store's version (one small read, off the
+    # request path): a change reaches every worker within about this.
+    refresh_interval: float = 1.0
+    # Seconds a worker keeps serving its last good key set while the store is unreachable;
+    # past it, managed keys get 503 key_store_unavailable (never 401). Config keys always work.
+    max_stale: float = 86_400.0
+    # Seconds a rotated key's old secret keeps working, unless the rotation says otherwise.
+    rotate_grace: float = 3_600.0
+    # Managed keys may have request limits (auth.keys[].limits) even when no config key or
+    # rate_limits.per_key has any: flask-limiter is then on for every request (about 70 us).
+    request_limits: bool = False
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     """Client authentication settings."""
 
     keys: tuple[KeyConfig, ...] = ()
     header: str = "X-API-Key"
+    managed: ManagedKeysConfig = field(default_factory=ManagedKeysConfig)
+    # PROXYAPI_KEY_PEPPER: managed keys are kept as HMAC-SHA256 digests keyed with it.
+    pepper: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -373,6 +398,23 @@ class Config:
         return self.usage.store or ("redis" if self.redis.url else "sqlite")
 
     @property
+    def managed_keys_store(self) -> str:
+        """Where managed keys live: the configured store, else Redis or SQLite by mode."""
+        if not self.auth.managed.enabled:
+            return "none"
+        return self.auth.managed.store or ("redis" if self.redis.url else "sqlite")
+
+    @property
+    def managed_request_limits(self) -> bool:
+        """Whether managed keys' request limits are enforced (the per-key scope is there)."""
+        if self.managed_keys_store == "none":
+            return False
+        rl = self.rate_limits
+        return self.auth.managed.request_limits or bool(
+            rl.per_key or any(k.limits for k in self.auth.keys)
+        )
+
+    @property
     def cache_backend(self) -> str:
         """The cache backend in use: the configured one, else Redis or files by mode."""
         if self.cache.backend:
@@ -387,6 +429,8 @@ class Config:
     def secrets(self) -> list[str]:
         """Return every secret the config holds, so they can be kept out of responses and logs."""
         found = [p.api_key for p in self.providers if p.api_key]
+        if self.auth.pepper:
+            found.append(self.auth.pepper.decode())
         if self.cache.signing_key:
             found.append(self.cache.signing_key)
         for url in (self.redis.url, self.cache.redis_url, self.rate_limits.storage_uri):

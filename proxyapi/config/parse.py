@@ -44,6 +44,7 @@ from proxyapi.config.model import (
     CacheConfig,
     Config,
     KeyConfig,
+    ManagedKeysConfig,
     MetricsConfig,
     MoneyBudget,
     ProviderConfig,
@@ -106,6 +107,8 @@ def parse_config(
     )
     if config.usage_store == "redis" and config.redis.url is None:
         raise ConfigError("usage.store is redis but neither redis.url nor REDIS_URL is set")
+    if config.managed_keys_store == "redis" and config.redis.url is None:
+        raise ConfigError("auth.managed.store is redis but neither redis.url nor REDIS_URL is set")
     uri = config.limits_storage_uri
     budgets = any(k.token_limits or k.max_concurrent or k.money_budgets for k in auth.keys)
     if budgets and not uri.startswith(("memory://", "redis", "rediss://", "unix://")):
@@ -166,6 +169,7 @@ def _parse_responses(data: Mapping[str, Any]) -> ResponsesConfig:
     )
 
 
+# Where the usage log and the managed keys may live.
 USAGE_STORES = ("sqlite", "redis", "none")
 
 
@@ -379,7 +383,7 @@ def _parse_cache(data: Mapping[str, Any], env: Mapping[str, str]) -> CacheConfig
 
 
 def _parse_auth(data: Mapping[str, Any], env: Mapping[str, str]) -> AuthConfig:
-    c.only(data, "auth", ("keys", "header"))
+    c.only(data, "auth", ("keys", "header", "managed"))
     header = c.get(data, "auth", "header", c.header_name, "X-API-Key")
     raw_keys = data.get("keys", [])
     if not isinstance(raw_keys, list):
@@ -387,7 +391,59 @@ def _parse_auth(data: Mapping[str, Any], env: Mapping[str, str]) -> AuthConfig:
     keys = [_parse_key(raw, f"auth.keys[{i}]", env) for i, raw in enumerate(raw_keys)]
     c.unique([k.name for k in keys], "auth.keys[].name")
     c.unique([k.sha256 for k in keys], "auth.keys (two entries hold the same key)", show=False)
-    return AuthConfig(keys=tuple(keys), header=header)
+    pepper = None
+    if env.get("PROXYAPI_KEY_PEPPER"):
+        value = c.secret_from_env(env, "PROXYAPI_KEY_PEPPER", "PROXYAPI_KEY_PEPPER")
+        if len(value) < 16:
+            raise ConfigError(
+                "PROXYAPI_KEY_PEPPER is shorter than 16 characters; use a long random value "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        pepper = value.encode()
+    return AuthConfig(
+        keys=tuple(keys),
+        header=header,
+        managed=_parse_managed(c.section(data, "managed", "auth")),
+        pepper=pepper,
+    )
+
+
+def _parse_managed(data: Mapping[str, Any]) -> ManagedKeysConfig:
+    w = "auth.managed"
+    c.only(
+        data,
+        w,
+        (
+            "enabled",
+            "store",
+            "path",
+            "refresh_interval",
+            "max_stale",
+            "rotate_grace",
+            "request_limits",
+        ),
+    )
+    store = c.get(data, w, "store", c.choice(USAGE_STORES), "") or None
+    return ManagedKeysConfig(
+        enabled=c.get(data, w, "enabled", c.boolean, True) and store != "none",
+        store=store,
+        path=c.get(data, w, "path", c.non_empty_str, "") or None,
+        refresh_interval=c.get(data, w, "refresh_interval", c.positive_number, 1.0),
+        max_stale=c.get(data, w, "max_stale", c.positive_number, 86_400.0),
+        rotate_grace=c.get(data, w, "rotate_grace", c.non_negative_number, 3_600.0),
+        request_limits=c.get(data, w, "request_limits", c.boolean, False),
+    )
+
+
+def parse_managed_key(settings: Mapping[str, Any], name: str, digest: str) -> KeyConfig:
+    """A managed key's settings (the auth.keys[] fields but name and secret) as a KeyConfig,
+    checked as the config file's keys are; ConfigError names the bad field."""
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"key settings must be a mapping, got {settings!r}")
+    for field_name in ("name", "sha256", "key_env"):
+        if field_name in settings:
+            raise ConfigError(f"{field_name} is not a setting of a managed key")
+    return _parse_key({**settings, "name": name, "sha256": digest}, "key", {})
 
 
 def _parse_key(raw: Any, where: str, env: Mapping[str, str]) -> KeyConfig:

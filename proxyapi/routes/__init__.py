@@ -6,6 +6,7 @@ from flask import Flask
 
 from proxyapi import auth
 from proxyapi.routes import (
+    admin_keys,
     cache_admin,
     completions,
     health,
@@ -26,5 +27,6 @@ def register(app: Flask) -> None:
     app.register_blueprint(models.bp)
     app.register_blueprint(providers.bp)
     app.register_blueprint(cache_admin.bp)
+    app.register_blueprint(admin_keys.bp)
     app.register_blueprint(health.bp)
     auth.public(app, *health.PUBLIC_ENDPOINTS)

@@ -9,6 +9,8 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from proxyapi import ratelimit, redis_client, upstream
 from proxyapi.config import Config
+from proxyapi.keys import setup as keys_setup
+from proxyapi.keys.manager import ManagedKeys
 
 bp = Blueprint("health", __name__)
 PUBLIC_ENDPOINTS = ("health.health", "health.ready", "health.root")
@@ -57,6 +59,10 @@ def ready() -> Response:
         checks["rate_limit_storage"] = "ok" if limits.limiter.storage.check() else "unreachable"
     refusing = checks.get("rate_limit_storage") == "unreachable" and limits.policy == "fail-closed"
     breakers = {name: up.breakers.get(name).current_state for name in up.providers}
+    keys: ManagedKeys | None = current_app.extensions.get(keys_setup.EXTENSION)
+    if keys is not None:
+        keys.keyset.ensure()
+        checks["managed_keys"] = "unreachable" if keys.keyset.degraded else "ok"
     degraded = any(state != "ok" for name, state in checks.items() if state != "not configured")
     body = {
         "status": "not ready" if refusing else "ready",
@@ -68,6 +74,7 @@ def ready() -> Response:
             "providers": len(config.providers),
             "keys": len(config.auth.keys),
         },
+        **({"managed_keys": keys.keyset.status()} if keys is not None else {}),
         "checks": checks,
         "breakers": breakers,
     }

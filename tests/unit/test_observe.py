@@ -194,7 +194,7 @@ def test_health_endpoints_need_no_key_and_report_readiness() -> None:
     assert ready.status_code == 200
     body = ready.json
     assert body["status"] == "ready"
-    assert body["checks"] == {"redis": "not configured"}
+    assert body["checks"] == {"redis": "not configured", "managed_keys": "ok"}
     assert body["breakers"] == {"a": "closed", "b": "closed"}
     assert body["config"] == {"source": "dict", "providers": 2, "keys": 2}
 
@@ -204,7 +204,11 @@ def test_readiness_fails_only_when_every_request_would_be_refused() -> None:
     fail_open = make(redis={"url": dead, "timeout": 0.2}, rate_limits={"per_key": ["5/minute"]})
     body = fail_open.get("/health/ready").json
     assert body["status"] == "ready"
-    assert body["checks"] == {"redis": "unreachable", "rate_limit_storage": "unreachable"}
+    assert body["checks"] == {
+        "redis": "unreachable",
+        "rate_limit_storage": "unreachable",
+        "managed_keys": "unreachable",  # their store is that Redis too: known keys still work
+    }
     closed = make(
         redis={"url": dead, "timeout": 0.2},
         rate_limits={"per_key": ["5/minute"], "on_storage_error": "fail-closed"},
