@@ -144,6 +144,10 @@ class ManagedKeys:
             found = self.store.audit_log(limit, before)
         except KeyStoreError as exc:
             raise unavailable(exc) from exc
+        except ValueError:
+            raise InvalidRequest(
+                "before must be a cursor from an earlier page of this audit log.", param="before"
+            ) from None
         return [
             {
                 "cursor": cursor,

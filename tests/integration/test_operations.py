@@ -97,7 +97,7 @@ def test_health_and_readiness_with_redis_up_and_down(
         assert ready.status_code == 200, ready.text
         body = ready.json()
         assert body["status"] == "ready"
-        assert body["checks"] == {"redis": "ok", "rate_limit_storage": "ok"}
+        assert body["checks"] == {"redis": "ok", "rate_limit_storage": "ok", "managed_keys": "ok"}
         assert body["breakers"] == {"fake": "closed"}
         assert body["config"]["source"] == str(gw.config_path)
         own_redis.stop()

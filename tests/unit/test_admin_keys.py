@@ -336,3 +336,40 @@ def test_the_cli_manages_the_same_store(upstream: Any, tmp_path: Path) -> None:
     assert run("audit")[0]["actor"].startswith("cli:")
     failed = runner.invoke(main, ["keys", "show", "key_nope", "--config", str(path)])
     assert failed.exit_code == 1 and "No key with id" in failed.output
+
+
+@pytest.mark.parametrize("cursor", ["x", "9" * 70, "-1", "1-2-3", "\u00e9"])
+def test_a_bad_audit_cursor_is_a_400(client: FlaskClient, cursor: str) -> None:
+    make_key(client)
+    resp = client.get(
+        "/v1/admin/audit",
+        query_string={"before": cursor},
+        headers={"Authorization": f"Bearer {ROOT}"},
+    )
+    assert resp.status_code == 400 and resp.json["error"]["param"] == "before"
+
+
+def test_audit_pages_back(client: FlaskClient) -> None:
+    for name in ("a", "b", "c"):
+        admin(client, "POST", "/keys", {"name": name})
+    first = admin(client, "GET", "/audit?limit=2").json["data"]
+    assert [e["key_name"] for e in first] == ["c", "b"]
+    rest = admin(client, "GET", f"/audit?limit=2&before={first[-1]['cursor']}").json["data"]
+    assert [e["key_name"] for e in rest] == ["a"]
+    assert admin(client, "GET", "/audit?limit=0").status_code == 400
+
+
+@pytest.mark.parametrize("key_id", ["key_" + "0" * 24, "..", "config:nobody", "%00", "a" * 300])
+def test_unknown_ids_are_404s(client: FlaskClient, key_id: str) -> None:
+    for method, path in (("GET", ""), ("POST", "/revoke"), ("DELETE", "")):
+        resp = admin(client, method, f"/keys/{key_id}{path}")
+        assert resp.status_code in (403, 404) and resp.is_json, (method, resp.data)
+
+
+def test_an_audit_detail_that_looks_like_a_secret_keeps_only_field_names(
+    client: FlaskClient,
+) -> None:
+    made = make_key(client, metadata={"note": "pk-" + "x" * 40})
+    assert made["metadata"]["note"].startswith("pk-")
+    (entry,) = admin(client, "GET", "/audit").json["data"]
+    assert entry["detail"] == {"fields": ["metadata"]}
