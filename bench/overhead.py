@@ -88,6 +88,9 @@ RESPONSES_STORED: dict[str, Any] = {
 # does not know, so its answers are unpriced (a memoized miss); "+ config price" prices them
 # with a pricing.prices entry, so every answer's cost is computed, counted and sent.
 USAGE_OFF: dict[str, Any] = {"usage": {"enabled": False}}
+# Managed keys (on by default; the bench's key is a config key, as most are): "managed keys off"
+# shows what having them costs a config key's request.
+MANAGED_OFF: dict[str, Any] = {"managed": {"enabled": False}}
 CONFIG_PRICE: dict[str, Any] = {
     "pricing": {
         "prices": [
@@ -117,7 +120,13 @@ def start_gateway(
             {
                 "rate_limits": variant.get("rate_limits", {}),
                 "cache": {"dir": str(tmp / f"cache-{time.monotonic_ns()}")},
-                "auth": {"keys": [key]},
+                "auth": {
+                    "keys": [key],
+                    "managed": {
+                        "path": str(tmp / f"keys-{time.monotonic_ns()}.sqlite3"),
+                        **variant.get("managed", {}),
+                    },
+                },
                 "usage": {
                     "path": str(tmp / f"usage-{time.monotonic_ns()}.sqlite3"),
                     **variant.get("usage", {}),
@@ -301,6 +310,11 @@ def main() -> None:
         help="also measure the gateway with the usage log off, and with every answer priced",
     )
     parser.add_argument(
+        "--keys",
+        action="store_true",
+        help="also measure the gateway with managed keys off",
+    )
+    parser.add_argument(
         "--cache",
         action="store_true",
         help="also measure cacheable requests: always missing (no-cache), and always hitting",
@@ -326,6 +340,8 @@ def main() -> None:
     if args.accounting:
         variants.append(("usage off", USAGE_OFF))
         variants.append(("+ config price", CONFIG_PRICE))
+    if args.keys:
+        variants.append(("managed keys off", MANAGED_OFF))
     if args.cache:
         variants.append(("cache miss", CACHE_MISS))
         variants.append(("cache hit", CACHE_HIT))
