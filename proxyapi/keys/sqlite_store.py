@@ -4,21 +4,16 @@ Three tables: ``keys`` (one row per key: its id, its name, kept unique by SQLite
 encoded record), ``meta`` (one row: the version, bumped by every write) and ``audit`` (one row
 per change, append-only: triggers abort any UPDATE or DELETE of it, so no caller can rewrite
 history through SQLite). Each write is one ``BEGIN IMMEDIATE`` transaction: the key, the version
-and the audit entry change together or not at all, and a worker waits (up to ``BUSY_TIMEOUT``)
-while another writes. WAL mode lets the others read meanwhile, and a read of several tables in
-one transaction sees one snapshot.
+and the audit entry change together or not at all, and a worker waits (up to 5 s,
+``proxyapi.sqlite_file.BUSY_TIMEOUT``) while another writes. WAL mode lets the others read
+meanwhile, and a read of several tables in one transaction sees one snapshot.
 
-As in :mod:`proxyapi.usage.sqlite_store`, each process opens its own connection on first use
-(one must never cross a fork: SQLite's locks are per process), under a lock shared by its
-threads.
+Each process has its own connection (:mod:`proxyapi.sqlite_file`), shared by its threads.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,10 +30,7 @@ from proxyapi.keys.records import (
     page_size,
     with_unique_names,
 )
-
-# A write waits this long for another process's to finish. Each is one small transaction (a
-# few ms), so a wait this long means a stuck disk; the write then fails with KeyStoreError.
-BUSY_TIMEOUT = 5.0
+from proxyapi.sqlite_file import ProcessConnection
 
 _APPEND_ONLY = "the managed-key audit log is append-only"
 _SCHEMA = f"""
@@ -71,10 +63,6 @@ _BUMP = (
 # The biggest cursor: SQLite's rowids are signed 64-bit.
 _MAX_SEQ = 2**63 - 1
 
-# Connections a forked child inherited. Closing one there could checkpoint or delete the
-# parent's WAL file; letting it be garbage-collected would close it too. It is kept, unused.
-_INHERITED: list[sqlite3.Connection] = []
-
 
 def _version_of(row: tuple[object, ...] | None) -> int:
     if row is None:
@@ -99,14 +87,10 @@ class SQLiteKeyStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
         try:
-            # Created private (0600) before SQLite opens it; its -wal and -shm files take its
-            # mode. O_NOFOLLOW: a symbolic link planted in its place is refused.
-            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            os.close(os.open(self.path, flags, 0o600))
+            # FULL, not NORMAL (as the usage log has it): a key revoked and then lost to a
+            # power cut would work again, so every commit reaches the disk.
+            self._db = ProcessConnection(self.path, "FULL")
         except OSError as exc:
             raise KeyStoreError(f"cannot open the key store {str(self.path)!r}: {exc}") from exc
         # The schema is made now, so a bad path fails at startup, and the connection closed
@@ -119,27 +103,6 @@ class SQLiteKeyStore:
                     conn.execute("ROLLBACK")
                 raise
         self.close()
-        method = weakref.WeakMethod(self._after_fork)
-        os.register_at_fork(after_in_child=lambda: (m := method()) is not None and m())
-
-    def _after_fork(self) -> None:
-        # The parent's threads are gone: a lock one of them held would never be released.
-        self._lock = threading.Lock()
-
-    def _open(self) -> sqlite3.Connection:
-        # isolation_level=None: transactions are begun here, explicitly.
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL, not NORMAL (as the usage log has it): a key revoked and then lost to a
-            # power cut would work again, so every commit reaches the disk.
-            conn.execute("PRAGMA synchronous=FULL")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -147,17 +110,11 @@ class SQLiteKeyStore:
 
         SQLite's and the file system's errors become KeyStoreError here, the one boundary.
         """
-        with self._lock:
-            try:
-                if self._conn is not None and self._pid != os.getpid():
-                    _INHERITED.append(self._conn)
-                    self._conn = None
-                if self._conn is None:
-                    self._conn = self._open()
-                    self._pid = os.getpid()
-                yield self._conn
-            except (sqlite3.Error, OSError) as exc:
-                raise KeyStoreError(f"the key store {str(self.path)!r} failed: {exc}") from exc
+        try:
+            with self._db.connection() as conn:
+                yield conn
+        except (sqlite3.Error, OSError) as exc:
+            raise KeyStoreError(f"the key store {str(self.path)!r} failed: {exc}") from exc
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
@@ -263,10 +220,7 @@ class SQLiteKeyStore:
 
     def close(self) -> None:
         """Close this process's connection; a later call opens a new one."""
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
 
 def _decoded(rows: list[tuple[object, object, object]]) -> list[ManagedKey]:

@@ -2,27 +2,22 @@
 
 One row per hour and combination, its counts summed by an UPSERT; a batch is one ``BEGIN
 IMMEDIATE`` transaction, so it is written whole or not at all, and a worker waits (up to
-``BUSY_TIMEOUT``) while another writes. WAL mode lets the others read meanwhile.
-
-Each process opens its own connection, on first use: a connection must never cross a fork
-(SQLite's locks are per process, so a copy would write without them), and gunicorn forks its
-workers after the app, and this store, are built. A thread-safe lock guards the connection,
-which the flush thread and the query route share.
+5 s, ``proxyapi.sqlite_file.BUSY_TIMEOUT``) while another writes. WAL mode lets the others
+read meanwhile. Each process has its own connection (:mod:`proxyapi.sqlite_file`), which the
+flush thread and the query route share.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import threading
 import time
-import weakref
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from proxyapi.sqlite_file import ProcessConnection
 from proxyapi.usage.records import (
     COUNTS,
     HOUR,
@@ -38,9 +33,6 @@ from proxyapi.usage.records import (
     summarize,
 )
 
-# A write waits this long for another process's to finish. Each is one small transaction (a
-# few ms), so a wait this long means a stuck disk; the flush then fails and is tried again.
-BUSY_TIMEOUT = 5.0
 # Old rows are deleted at most this often (per process); deleting is cheap, but not free.
 PRUNE_EVERY = HOUR
 
@@ -85,10 +77,6 @@ _SELECT = (
     f"FROM usage WHERE hour >= ? AND hour < ? AND {_SOUND}"
 )
 
-# Connections a forked child inherited. Closing one there could checkpoint or delete the
-# parent's WAL file; letting it be garbage-collected would close it too. It is kept, unused.
-_INHERITED: list[sqlite3.Connection] = []
-
 
 class SQLiteUsageStore:
     """Usage in a SQLite file at ``path``, in a folder the caller has made private."""
@@ -99,51 +87,18 @@ class SQLiteUsageStore:
         self.path = Path(path)
         self.retention_days = retention(retention_days)
         self.clock = clock
-        # Created private (0600) before SQLite opens it; its -wal and -shm files take its mode.
-        # O_NOFOLLOW: a symbolic link planted in its place is refused.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        # In WAL mode NORMAL syncs at checkpoints, not every commit: a crashed process loses
+        # nothing, a power cut at most the last moments of usage.
+        self._db = ProcessConnection(self.path, "NORMAL")
         self._pruned = float("-inf")
         # The schema is made now, so a bad path fails at startup, and the connection closed
         # again: the process that builds the app forks the workers.
         with self._connection() as conn:
             conn.executescript(_SCHEMA)
         self.close()
-        method = weakref.WeakMethod(self._after_fork)
-        os.register_at_fork(after_in_child=lambda: (m := method()) is not None and m())
 
-    def _after_fork(self) -> None:
-        # The parent's threads are gone: a lock one of them held would never be released.
-        self._lock = threading.Lock()
-
-    def _open(self) -> sqlite3.Connection:
-        # isolation_level=None: transactions are begun here, explicitly (BEGIN IMMEDIATE).
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL syncs at checkpoints, not every commit: a crashed process
-            # loses nothing, a power cut at most the last moments of usage.
-            conn.execute("PRAGMA synchronous=NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        """This process's connection, opened on first use, held under the lock."""
-        with self._lock:
-            if self._conn is not None and self._pid != os.getpid():
-                _INHERITED.append(self._conn)
-                self._conn = None
-            if self._conn is None:
-                self._conn = self._open()
-                self._pid = os.getpid()
-            yield self._conn
+    def _connection(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._db.connection()
 
     def add(self, entries: Sequence[UsageEntry]) -> None:
         """Add a batch in one transaction, deleting expired rows first once an hour."""
@@ -209,7 +164,4 @@ class SQLiteUsageStore:
 
     def close(self) -> None:
         """Close this process's connection; a later call opens a new one."""
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-                self._conn = None
+        self._db.close()
