@@ -49,6 +49,13 @@ def config_from_env(environ: Mapping[str, str]) -> Config:
     raw_keys = [k.strip() for k in environ.get("PROXYAPI_KEYS", "").split(",") if k.strip()]
     for i, key in enumerate(raw_keys, start=1):
         data["auth"]["keys"].append({"name": f"env-key-{i}", "sha256": hash_key(key)})
+    # Admin keys, for a host whose only configuration is its environment: they manage the
+    # other keys through /v1/admin/keys.
+    admin_keys = [k.strip() for k in environ.get("PROXYAPI_ADMIN_KEYS", "").split(",") if k.strip()]
+    for i, key in enumerate(admin_keys, start=1):
+        data["auth"]["keys"].append(
+            {"name": f"env-admin-{i}", "sha256": hash_key(key), "admin": True}
+        )
     if environ.get("OPENAI_API_KEY") or environ.get("OPENAI_BASE_URL"):
         models = _env_list(environ.get("OPENAI_MODELS", "*"))
         provider: dict[str, Any] = {

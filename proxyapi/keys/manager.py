@@ -38,6 +38,7 @@ from proxyapi.keys.records import (
     KeyStoreError,
     ManagedKey,
     check_audit,
+    encode,
     hint_of,
     key_digest,
     new_id,
@@ -225,6 +226,7 @@ class ManagedKeys:
             expires_at=_expiry(body, now, None),
         )
         detail = {k: body[k] for k in body if k != "name"}
+        _storable(record)
         try:
             self.store.create(record, self._audit("create", record, actor, client, detail))
         except KeyNameTaken:
@@ -332,6 +334,7 @@ class ManagedKeys:
         return record
 
     def _replace(self, record: ManagedKey, audit: AuditEntry) -> None:
+        _storable(record)
         try:
             found = self.store.replace(record, audit)
         except KeyStoreError as exc:
@@ -386,6 +389,14 @@ def _settings_view(key: KeyConfig) -> dict[str, Any]:
             {"usd": b.usd, "period": b.period, "warn_at": b.warn_at} for b in key.money_budgets
         ],
     }
+
+
+def _storable(record: ManagedKey) -> None:
+    """400 for a key the store would refuse to keep (its settings too large, say)."""
+    try:
+        encode(record)
+    except ValueError as exc:
+        raise InvalidRequest(f"The key cannot be stored: {exc}.") from None
 
 
 def _not_found(key_id: str) -> ResourceNotFound:

@@ -373,3 +373,12 @@ def test_an_audit_detail_that_looks_like_a_secret_keeps_only_field_names(
     assert made["metadata"]["note"].startswith("pk-")
     (entry,) = admin(client, "GET", "/audit").json["data"]
     assert entry["detail"] == {"fields": ["metadata"]}
+
+
+def test_a_key_too_large_to_store_is_a_400(client: FlaskClient) -> None:
+    models = [f"model-{i}" for i in range(20_000)]
+    resp = admin(client, "POST", "/keys", {"name": "big", "models": models})
+    assert resp.status_code == 400 and "cannot be stored" in resp.json["error"]["message"]
+    made = make_key(client)
+    resp = admin(client, "PATCH", f"/keys/{made['id']}", {"models": models})
+    assert resp.status_code == 400

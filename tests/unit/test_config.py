@@ -250,6 +250,16 @@ def test_env_only_mode() -> None:
     assert cfg.source == "environment"
 
 
+def test_env_only_mode_has_admin_keys_for_managing_the_others() -> None:
+    cfg = config_from_env({"PROXYAPI_KEYS": "k1", "PROXYAPI_ADMIN_KEYS": " a1 ,a2"})
+    keys = [(k.name, k.admin, k.sha256) for k in cfg.auth.keys]
+    assert keys == [
+        ("env-key-1", False, hash_key("k1")),
+        ("env-admin-1", True, hash_key("a1")),
+        ("env-admin-2", True, hash_key("a2")),
+    ]
+
+
 def test_env_only_mode_with_model_list_and_no_key() -> None:
     cfg = config_from_env(
         {"OPENAI_BASE_URL": "http://localhost:11434/v1", "OPENAI_MODELS": "llama3,qwen"}
