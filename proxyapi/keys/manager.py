@@ -15,7 +15,6 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from proxyapi.config.checks import ConfigError
@@ -44,6 +43,7 @@ from proxyapi.keys.records import (
     new_id,
     new_plaintext,
 )
+from proxyapi.timefmt import iso_utc, parse_iso
 
 # The auth.keys[] fields a managed key may set (name is given once; the secret is made here).
 SETTINGS = ("admin", "models", "limits", "token_limits", "max_concurrent", "max_tokens", "budget")
@@ -60,9 +60,7 @@ CONFIG_PREFIX = "config:"
 
 
 def iso(at: float | None) -> str | None:
-    if at is None:
-        return None
-    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+    return None if at is None else iso_utc(at)
 
 
 def unavailable(exc: Exception) -> ServiceUnavailable:
@@ -497,11 +495,10 @@ def _expiry(body: Mapping[str, Any], now: float, current: float | None) -> float
     at: float | None = None
     if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
         at = float(raw)
-    elif isinstance(raw, str):
+    elif isinstance(raw, str) and (parsed := parse_iso(raw)) is not None:
         try:
-            parsed = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-            at = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-        except (ValueError, OverflowError):
+            at = parsed.timestamp()
+        except (OverflowError, OSError):
             at = None
     if at is None or not now < at <= now + MAX_LIFETIME:
         raise InvalidRequest(

@@ -43,36 +43,30 @@ class Usage:
     def from_openai(cls, data: Any, model: str | None = None) -> Usage | None:
         """Read a Chat Completions (or legacy completions, embeddings) ``usage`` object; None
         if it is not one. Some compatible hosts (OpenRouter) add ``cache_write_tokens``."""
-        if not isinstance(data, Mapping):
-            return None
-        prompt, completion = _count(data, "prompt_tokens"), _count(data, "completion_tokens")
-        details = _details(data, "prompt_tokens_details")
-        return cls(
-            prompt,
-            completion,
-            _count(data, "total_tokens") or prompt + completion,
-            cache_read_tokens=_count(details, "cached_tokens"),
-            cache_write_tokens=_count(details, "cache_write_tokens"),
-            reasoning_tokens=_count(
-                _details(data, "completion_tokens_details"), "reasoning_tokens"
-            ),
-            model=model,
-        )
+        return cls._openai_shaped(data, model, "prompt_tokens", "completion_tokens")
 
     @classmethod
     def from_responses(cls, data: Any, model: str | None = None) -> Usage | None:
         """Read a Responses API ``usage`` object; None if it is not one."""
+        return cls._openai_shaped(data, model, "input_tokens", "output_tokens")
+
+    @classmethod
+    def _openai_shaped(
+        cls, data: Any, model: str | None, inputs: str, outputs: str
+    ) -> Usage | None:
+        """OpenAI's two usage objects differ only in names: ``<inputs>`` with cached tokens in
+        ``<inputs>_details``, ``<outputs>`` with reasoning in ``<outputs>_details``."""
         if not isinstance(data, Mapping):
             return None
-        prompt, completion = _count(data, "input_tokens"), _count(data, "output_tokens")
-        details = _details(data, "input_tokens_details")
+        prompt, completion = _count(data, inputs), _count(data, outputs)
+        details = _details(data, f"{inputs}_details")
         return cls(
             prompt,
             completion,
             _count(data, "total_tokens") or prompt + completion,
             cache_read_tokens=_count(details, "cached_tokens"),
             cache_write_tokens=_count(details, "cache_write_tokens"),
-            reasoning_tokens=_count(_details(data, "output_tokens_details"), "reasoning_tokens"),
+            reasoning_tokens=_count(_details(data, f"{outputs}_details"), "reasoning_tokens"),
             model=model,
         )
 

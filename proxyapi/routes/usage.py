@@ -24,6 +24,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from proxyapi import accounting
 from proxyapi.errors import InvalidRequest, PermissionDenied, ResourceNotFound, ServiceUnavailable
 from proxyapi.providers.base import Usage
+from proxyapi.timefmt import iso_utc, parse_iso
 from proxyapi.usage import UNITS, UsageRow
 
 bp = Blueprint("usage", __name__, url_prefix="/v1")
@@ -52,16 +53,13 @@ def _when(name: str, default: datetime) -> datetime:
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    except ValueError:
+    value = parse_iso(raw)
+    if value is None:
         raise InvalidRequest(
             f"{name} must be an ISO 8601 date or time such as 2026-12-01 or "
             f"2026-12-01T10:00:00Z, got {raw[:40]!r}.",
             param=name,
-        ) from None
-    if not value.tzinfo:
-        value = value.replace(tzinfo=UTC)
+        )
     # Far enough from datetime's ends that the default range and epoch seconds exist.
     if not EARLIEST <= value <= LATEST:
         raise InvalidRequest(
@@ -80,10 +78,6 @@ def _param(name: str, choices: tuple[str, ...], default: str) -> str:
     return value
 
 
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
-
-
 def _row(acc: accounting.Accounting, row: UsageRow) -> dict[str, Any]:
     usage = Usage(
         row.input_tokens,
@@ -97,7 +91,7 @@ def _row(acc: accounting.Accounting, row: UsageRow) -> dict[str, Any]:
     )
     cost = 0.0 if row.cache_hit else acc.pricer.cost(row.provider, row.model, usage)
     return {
-        "start": _iso(row.start),
+        "start": iso_utc(row.start),
         "key": row.key,
         "route": row.route,
         "provider": row.provider,
@@ -198,8 +192,8 @@ def usage() -> Response:
         return _csv(rows)
     return jsonify(
         object="usage",
-        start=_iso(start.timestamp()),
-        end=_iso(end.timestamp()),
+        start=iso_utc(start.timestamp()),
+        end=iso_utc(end.timestamp()),
         group=group,
         data=rows,
         totals=_totals(rows),
