@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -139,8 +138,10 @@ def systems(up_port: int, tmp: Path, redis_url: str, peers: bool) -> list[System
         port, log = free_port(), tmp / "naive.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "2", "--threads", "32"]
-                + ["-b", f"127.0.0.1:{port}", "bench.naive_proxy:app"],
+                [
+                    *(sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "2"),
+                    *("--threads", "32", "-b", f"127.0.0.1:{port}", "bench.naive_proxy:app"),
+                ],
                 cwd=ROOT,
                 env={**os.environ, "UPSTREAM": upstream},
                 stdout=out,
@@ -314,8 +315,8 @@ def report(
         f"run, median kept; direct p50 {direct['p50']:.3f} ms, {direct['rps']:.0f} req/s at c=16"
     )
     print(
-        f"| system | added p50 c=1 (ms) | × naive floor | req/s c=16 | × naive floor |\n"
-        f"|---|---|---|---|---|"
+        "| system | added p50 c=1 (ms) | x naive floor | req/s c=16 | x naive floor |\n"
+        "|---|---|---|---|---|"
     )
     for system in table:
         if system.name not in med:
@@ -327,7 +328,7 @@ def report(
             floor = naive["p50"] - direct["p50"]
             ratios = f"{added / floor:.2f} | {m['rps']:.0f} | {m['rps'] / naive['rps']:.2f}"
         else:
-            ratios = f"– | {m['rps']:.0f} | –"
+            ratios = f"- | {m['rps']:.0f} | -"
         print(f"| {system.name} | {added:.3f} | {ratios} |")
     full = med.get("ProxyAPI full")
     if full is not None:
@@ -346,8 +347,8 @@ def report(
             rps_ratio = full["rps"] / other["rps"]
             p50_note = f" [≤ {p50_target}]" if p50_target is not None else ""
             print(
-                f"  vs {name}: added p50 {p50_ratio:.2f}×{p50_note}, "
-                f"req/s {rps_ratio:.2f}× [≥ {rps_target}]"
+                f"  vs {name}: added p50 {p50_ratio:.2f}x{p50_note}, "
+                f"req/s {rps_ratio:.2f}x [≥ {rps_target}]"
             )
     for name, values in rss.items():
         print(f"{name}: RSS per worker (MB) {', '.join(f'{v:.1f}' for v in values)}")
