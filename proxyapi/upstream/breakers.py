@@ -50,14 +50,22 @@ class _StateListener(pybreaker.CircuitBreakerListener):
 
 
 class CachedRedisStorage(pybreaker.CircuitRedisStorage):
-    """``CircuitRedisStorage`` that reuses the state it read for ``STATE_CACHE_SECONDS``.
+    """``CircuitRedisStorage`` that reuses what it read for ``STATE_CACHE_SECONDS``.
 
-    pybreaker has no such option; everything else (counters, opened_at, the fallback to
-    "closed" on Redis errors) is pybreaker's own.
+    pybreaker reads the state on every call and writes the failure counter back to 0 on every
+    success: two Redis round trips per call of a healthy provider. pybreaker has no option for
+    either, so this storage reads the state and the failure counter together (one round trip,
+    at most every ``STATE_CACHE_SECONDS``) and skips the write of a 0 that is already there by
+    what it last read or wrote. A failure another worker counts meanwhile is reset by this
+    worker's next success once it has read it, within ``STATE_CACHE_SECONDS``: the staleness
+    the state already has. Everything else (the counters, opened_at, the fallback to "closed"
+    on Redis errors) is pybreaker's own.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._cached: tuple[float, str] | None = None
+        # Whether the failure counter in Redis is 0, by this worker's last read or write.
+        self._counter_zero = False
         super().__init__(*args, **kwargs)
 
     @property
@@ -65,14 +73,40 @@ class CachedRedisStorage(pybreaker.CircuitRedisStorage):
         cached = self._cached
         if cached is not None and time.monotonic() - cached[0] < STATE_CACHE_SECONDS:
             return cached[1]
-        state = pybreaker.CircuitRedisStorage.state.fget(self)  # type: ignore[attr-defined]
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(self._namespace("state"))
+            pipe.get(self._namespace("fail_counter"))
+            state_bytes, counter = pipe.execute()
+        except redis.RedisError:
+            # pybreaker's own read, with its fallback and its log line.
+            return str(pybreaker.CircuitRedisStorage.state.fget(self))  # type: ignore[attr-defined]
+        if state_bytes is None:
+            # Missing (expired, flushed): pybreaker's read re-initializes it.
+            state = str(pybreaker.CircuitRedisStorage.state.fget(self))  # type: ignore[attr-defined]
+            self._counter_zero = False
+        else:
+            state = state_bytes.decode("utf-8")
+            self._counter_zero = counter is not None and int(counter) == 0
         self._cached = (time.monotonic(), state)
-        return str(state)
+        return state
 
     @state.setter
     def state(self, state: str) -> None:
         pybreaker.CircuitRedisStorage.state.fset(self, state)  # type: ignore[attr-defined]
         self._cached = (time.monotonic(), state)
+        # A change of state is rare: the reset that comes with it always goes to Redis.
+        self._counter_zero = False
+
+    def increment_counter(self) -> None:
+        self._counter_zero = False
+        super().increment_counter()
+
+    def reset_counter(self) -> None:
+        if self._counter_zero:
+            return
+        super().reset_counter()
+        self._counter_zero = True
 
 
 class Breakers:

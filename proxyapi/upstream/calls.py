@@ -188,24 +188,8 @@ class Upstream:
     def _send(
         self, provider: ProviderConfig, call: UpstreamRequest, deadline: Deadline
     ) -> requests.Response:
-        clients = self.clients()
-        prepared = clients.session.prepare_request(
-            requests.Request(call.method, call.url, headers=dict(call.headers), data=call.body)
-        )
-        # The provider's own adapter is called directly, not through Session.send: two
-        # providers may share a base URL (two accounts of one host) yet need their own pools
-        # and retries, and a proxy must neither follow redirects nor keep cookies.
-        return clients.adapters[provider.name].send(
-            prepared,
-            stream=True,
-            # requests passes a urllib3 Timeout through as is (its stubs only know numbers).
-            timeout=DeadlineTimeout(  # type: ignore[arg-type]
-                provider.timeout.connect, provider.timeout.read, deadline
-            ),
-            verify=True,
-            cert=None,
-            proxies=clients.proxies[provider.name],
-        )
+        timeout = DeadlineTimeout(provider.timeout.connect, provider.timeout.read, deadline)
+        return self.clients().send(provider.name, call, timeout)
 
     def _fetch(
         self, provider: ProviderConfig, call: UpstreamRequest, deadline: Deadline

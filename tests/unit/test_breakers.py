@@ -62,3 +62,39 @@ def test_redis_down_falls_back_to_a_local_breaker() -> None:
     with breaker.calling():
         pass  # still usable
     assert breakers.describe("up")["shared"] is False
+
+
+def _calls(client: redis.Redis, command: str) -> int:
+    stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0))
+
+
+def test_a_healthy_provider_costs_no_redis_write_per_call(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    breaker = Breakers((PROVIDER,), redis.Redis.from_url(redis_url)).get("up")
+    with breaker.calling():
+        pass  # the first success may write the 0 it has not seen yet
+    sets, gets = _calls(client, "set"), _calls(client, "get")
+    for _ in range(20):
+        with breaker.calling():
+            pass
+    assert _calls(client, "set") == sets  # no reset of a counter already at 0
+    # At most one read of state and counter per STATE_CACHE_SECONDS (two GETs, one trip).
+    assert _calls(client, "get") - gets <= 2 * (1 + int(0.5 / STATE_CACHE_SECONDS))
+
+
+def test_a_failure_elsewhere_is_reset_by_the_next_success_here(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    worker_a = Breakers((PROVIDER,), redis.Redis.from_url(redis_url))
+    worker_b = Breakers((PROVIDER,), redis.Redis.from_url(redis_url))
+    with worker_a.get("up").calling():
+        pass
+    fail(worker_b.get("up"))
+    assert client.get("proxyapi:breaker:up:pybreaker:fail_counter") == b"1"
+    time.sleep(STATE_CACHE_SECONDS + 0.05)  # worker A reads the counter with the state
+    with worker_a.get("up").calling():
+        pass
+    assert client.get("proxyapi:breaker:up:pybreaker:fail_counter") == b"0"
+    fail(worker_b.get("up"))  # one failure after a success: not two in a row
+    time.sleep(STATE_CACHE_SECONDS + 0.05)
+    assert worker_a.get("up").current_state == "closed"
