@@ -62,6 +62,46 @@ RESPONSE = _answer(BODY)
 RESPONSES_RESPONSE = _answer(RESPONSE_OBJECT)
 
 
+def _chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+    event = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    data = f"data: {json.dumps(event)}\n\n".encode()
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+# A chat stream: a head, then STREAM_CHUNKS content events STREAM_GAP seconds apart (chunked
+# transfer encoding), the usage, [DONE].
+STREAM_CHUNKS = 10
+STREAM_GAP = 0.002
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + _chunk({"role": "assistant", "content": ""})
+)
+STREAM_CONTENT = _chunk({"content": "Hello"})
+_usage = {"prompt_tokens": 9, "completion_tokens": STREAM_CHUNKS, "total_tokens": 9 + STREAM_CHUNKS}
+_tail = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "gpt-4o-mini",
+        "choices": [],
+        "usage": _usage,
+    }
+)
+STREAM_TAIL = (
+    _chunk({}, "stop")
+    + (lambda d: f"{len(d):x}\r\n".encode() + d + b"\r\n")(f"data: {_tail}\n\n".encode())
+    + (lambda d: f"{len(d):x}\r\n".encode() + d + b"\r\n")(b"data: [DONE]\n\n")
+    + b"0\r\n\r\n"
+)
+
+
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
@@ -70,9 +110,17 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             for line in head.split(b"\r\n"):
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
-            writer.write(RESPONSES_RESPONSE if b" /v1/responses " in head[:64] else RESPONSE)
+            body = await reader.readexactly(length) if length else b""
+            if b'"stream": true' in body or b'"stream":true' in body:
+                writer.write(STREAM_HEAD)
+                await writer.drain()
+                for _ in range(STREAM_CHUNKS):
+                    await asyncio.sleep(STREAM_GAP)
+                    writer.write(STREAM_CONTENT)
+                    await writer.drain()
+                writer.write(STREAM_TAIL)
+            else:
+                writer.write(RESPONSES_RESPONSE if b" /v1/responses " in head[:64] else RESPONSE)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
