@@ -9,12 +9,20 @@ its own URI scheme). Its hit runs one Lua script that acquires the entry (as lim
 window is kept for the thread that made the hit, until the next request starts on it
 (:func:`begin_request`), and handed out once, to the header lookup that follows. Every other
 call is limits' own.
+
+A :class:`Rider` lets one more script go along with a request's first hit, in the same call:
+a token budget's reservation (:mod:`proxyapi.budgets`) runs in Redis right after the limit's
+entry is acquired, and only then, so a request costs one round trip for its limit and its
+budget instead of two (limits has no way to run anything with a hit; see :func:`ride`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from limits.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage
@@ -63,12 +71,60 @@ end
 return {acquired, tostring(timestamp), 0}
 """
 
+# The acquire above and a rider's script, as one: the rider runs only when the entry was
+# acquired, with its own KEYS and ARGV (after the hit's one key and four arguments), and its
+# answer comes back as the fourth element. Redis runs scripts atomically, so nothing comes
+# between the two.
+_WITH_RIDER = """
+local function acquire(KEYS, ARGV)
+%s
+end
+local function rider(KEYS, ARGV)
+%s
+end
+local hit_keys, hit_args, rider_keys, rider_args = {KEYS[1]}, {}, {}, {}
+for i = 1, 4 do hit_args[i] = ARGV[i] end
+for i = 2, #KEYS do rider_keys[#rider_keys + 1] = KEYS[i] end
+for i = 5, #ARGV do rider_args[#rider_args + 1] = ARGV[i] end
+local out = acquire(hit_keys, hit_args)
+if out[1] == 1 then
+    out[4] = rider(rider_keys, rider_args)
+end
+return out
+"""
+
 _recent = threading.local()
+
+
+@dataclass
+class Rider:
+    """A script to run in Redis with the request's first limit hit, if that hit acquires.
+
+    ``answer`` is the script's answer once it ran (None while it has not, or when the hit was
+    refused, or when no hit went to Redis: the limits were in memory, or there were none).
+    """
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+    answer: Any = None
+    taken: bool = field(default=False, repr=False)
+
+
+@contextmanager
+def ride(rider: Rider) -> Iterator[Rider]:
+    """Let ``rider`` go with the next limit hit made on this thread inside the block."""
+    _recent.rider = rider
+    try:
+        yield rider
+    finally:
+        _recent.rider = None
 
 
 def begin_request() -> None:
     """Forget the windows reported to this thread by an earlier request."""
     _recent.windows = {}
+    _recent.rider = None
 
 
 class _Reporting:
@@ -76,6 +132,7 @@ class _Reporting:
 
     prefixed_key: Any
     get_connection: Any
+    rides: bool
 
     def initialize_storage(self, _uri: str) -> None:
         super().initialize_storage(_uri)  # type: ignore[misc]
@@ -84,12 +141,25 @@ class _Reporting:
         self.lua_acquire_and_report = self.get_connection().register_script(
             _ACQUIRE_AND_REPORT.encode()
         )
+        self._with_rider: dict[str, Any] = {}
 
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         full_key = self.prefixed_key(key)
-        acquired, oldest, count = self.lua_acquire_and_report(
-            [full_key], [time.time(), limit, expiry, amount]
-        )
+        args = [time.time(), limit, expiry, amount]
+        rider: Rider | None = _recent.__dict__.get("rider")
+        if rider is not None and not rider.taken and self.rides:
+            rider.taken = True
+            script = self._with_rider.get(rider.script)
+            if script is None:
+                script = self.get_connection().register_script(
+                    (_WITH_RIDER % (_ACQUIRE_AND_REPORT, rider.script)).encode()
+                )
+                self._with_rider[rider.script] = script
+            acquired, oldest, count, *answer = script([full_key, *rider.keys], [*args, *rider.args])
+            if acquired:
+                rider.answer = answer[0]
+        else:
+            acquired, oldest, count = self.lua_acquire_and_report([full_key], args)
         _recent.__dict__.setdefault("windows", {})[full_key] = (float(oldest), int(count))
         return bool(acquired)
 
@@ -105,6 +175,8 @@ class _Reporting:
 class ReportingRedisStorage(_Reporting, RedisStorage):
     """``RedisStorage`` for ``proxyapi+redis://`` (and ``rediss``, ``redis+unix``) URIs."""
 
+    rides = True
+
     STORAGE_SCHEME = [SCHEME_PREFIX + s for s in ("redis", "rediss", "redis+unix")]
 
     def __init__(self, uri: str, **options: Any) -> None:
@@ -114,6 +186,8 @@ class ReportingRedisStorage(_Reporting, RedisStorage):
 class ReportingSentinelStorage(_Reporting, RedisSentinelStorage):
     """``RedisSentinelStorage`` for ``proxyapi+redis+sentinel://`` URIs."""
 
+    rides = True
+
     STORAGE_SCHEME = [SCHEME_PREFIX + "redis+sentinel"]
 
     def __init__(self, uri: str, **options: Any) -> None:
@@ -122,6 +196,9 @@ class ReportingSentinelStorage(_Reporting, RedisSentinelStorage):
 
 class ReportingClusterStorage(_Reporting, RedisClusterStorage):
     """``RedisClusterStorage`` for ``proxyapi+redis+cluster://`` URIs."""
+
+    # A limit's key and a budget's are in different hash slots: one script cannot hold both.
+    rides = False
 
     STORAGE_SCHEME = [SCHEME_PREFIX + "redis+cluster"]
 

@@ -14,11 +14,18 @@ Scopes (each a list of limits such as ``["20/second", "600/minute"]``, all of wh
   (:meth:`Limits.auth_failed`, :meth:`Limits.auth_locked`).
 
 The counters live in ``rate_limits.storage_uri`` (Redis in distributed mode, so a limit is one
-limit across every worker and host). flask-limiter has no token bucket; two limits on one scope
-give the same effect: a short one bounds bursts (``20/second``), a long one the sustained rate
-(``600/minute``). What a Redis outage does is ``rate_limits.on_storage_error``: ``per-process``
-(limits go on in each worker's memory until Redis answers again), ``fail-open`` (no limits)
-or ``fail-closed`` (503); never a 500.
+limit across every worker and host). For a key with a token budget, on the routes that
+reserve one, the request's check is put off from before the view to the moment of the
+reservation, which then rides along with the first hit (:meth:`Limits.admission`): one round
+trip for both instead of two. Nothing else changes: the same limits in the same order, and a
+request that fails before its reservation (a bad body, an unknown model) is checked on its
+way out, so it is counted and a limited key still gets its 429 first.
+
+flask-limiter has no token bucket; two limits on one scope give the same effect: a short one
+bounds bursts (``20/second``), a long one the sustained rate (``600/minute``). What a Redis
+outage does is ``rate_limits.on_storage_error``: ``per-process`` (limits go on in each
+worker's memory until Redis answers again), ``fail-open`` (no limits) or ``fail-closed``
+(503); never a 500.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import ApplicationLimit, HeaderNames, Limiter
 from flask_limiter.errors import RateLimitExceeded
 from limits import RateLimitItem, parse_many
@@ -41,12 +48,16 @@ from redis.retry import Retry
 
 from proxyapi import limits_storage
 from proxyapi.errors import ProxyAPIError, render_error
-from proxyapi.limits_storage import reporting_uri
+from proxyapi.limits_storage import Rider, reporting_uri
 
 if TYPE_CHECKING:
     from proxyapi.config import Config, KeyConfig
 
 EXTENSION = "proxyapi.ratelimit"
+# Endpoints whose limit check may wait for the budget's reservation (see Limits.admission).
+DEFERRABLE = "proxyapi.limits_deferrable"
+# Set in ``g`` while a request's check waits for it.
+_DEFERRED = "_proxyapi_limits_deferred"
 _SCRATCH_RETRY_AFTER = "X-ProxyAPI-Limiter-Retry-After"
 # Client addresses remembered as locked out by failed authentications, at most.
 MAX_LOCKED_ADDRESSES = 10_000
@@ -172,6 +183,53 @@ class Limits:
             in_memory_fallback_enabled=self.policy == "per-process",
         )
         self._fallback: RateLimiter | None = None
+        # A reservation can ride with a hit: the hits go to one Redis server (not a cluster,
+        # whose hash slots keep a limit's key and a budget's apart) through the storage
+        # that reports its windows (moving-window).
+        self.rides = (
+            self.shared_storage
+            and self._storage_uri.startswith(limits_storage.SCHEME_PREFIX)
+            and not self._storage_uri.startswith(limits_storage.SCHEME_PREFIX + "redis+cluster")
+        )
+
+    # ------------------------------------------------------------------ deferred checks
+
+    def defer(self) -> None:
+        """Before flask-limiter's check: put it off when this request will reserve a budget."""
+        if request.endpoint not in current_app.extensions.get(DEFERRABLE, ()):
+            return
+        key: KeyConfig | None = g.get("key")
+        budgets = current_app.extensions.get("proxyapi.budgets")
+        if key is not None and budgets is not None and budgets.applies(key):
+            setattr(g, _DEFERRED, True)
+
+    @staticmethod
+    def deferred() -> bool:
+        """Tell whether this request's check waits (flask-limiter's request filter)."""
+        return bool(g.get(_DEFERRED))
+
+    def admission(self) -> Callable[[Rider], None] | None:
+        """The request's limit check when it was put off, else None (it has run).
+
+        Call it with a :class:`~proxyapi.limits_storage.Rider`: flask-limiter checks the
+        limits as its before_request hook would have (``_check_request_limit``, the hook
+        itself: flask-limiter has no public call for a check put off), and the rider goes
+        with the first hit. It raises what the hook raises (429, a store error).
+        """
+        if not g.get(_DEFERRED):
+            return None
+
+        def admit(rider: Rider) -> None:
+            g.pop(_DEFERRED, None)
+            with limits_storage.ride(rider):
+                self.limiter._check_request_limit()
+
+        return admit
+
+    def check_deferred(self) -> None:
+        """Run a check still put off (the request failed before its reservation)."""
+        if g.pop(_DEFERRED, None):
+            self.limiter._check_request_limit()
 
     # ------------------------------------------------------------------ flask-limiter scopes
 
@@ -291,6 +349,11 @@ class Limits:
         )
 
 
+def deferrable(app: Flask, *endpoints: str) -> None:
+    """Mark endpoints that reserve budgets: their limit check may wait for the reservation."""
+    app.extensions.setdefault(DEFERRABLE, set()).update(endpoints)
+
+
 def _items(limits: tuple[str, ...]) -> list[RateLimitItem]:
     return [item for text in limits for item in parse_many(text)]
 
@@ -313,6 +376,9 @@ def init_app(
         return  # nothing is limited: the extension stays out of the request path
     public = app.extensions.setdefault("proxyapi.public_endpoints", set())
     limits.limiter.request_filter(lambda: request.endpoint in public)
+    if limits.rides:
+        app.before_request(limits.defer)  # before flask-limiter's own hook (init_app below)
+        limits.limiter.request_filter(limits.deferred)
     # after_request functions run last-registered first: registered before flask-limiter's
     # own (in init_app below), this one runs after it and drops its scratch header.
     app.after_request(_drop_scratch_header)

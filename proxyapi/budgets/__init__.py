@@ -49,6 +49,7 @@ from proxyapi.budgets.money import (
 from proxyapi.budgets.store import (
     NANO_USD,
     OVER_BUDGET,
+    RESERVE_SCRIPT,
     RESERVED,
     TOKENS,
     TOO_MANY,
@@ -61,6 +62,7 @@ from proxyapi.budgets.store import (
 )
 from proxyapi.errors import ProxyAPIError
 from proxyapi.jsonio import encode_json
+from proxyapi.limits_storage import Rider
 from proxyapi.providers.base import ClientBody, Operation, Usage
 
 if TYPE_CHECKING:
@@ -311,10 +313,16 @@ class Budgets:
         op: Operation,
         body: dict[str, Any],
         targets: Iterable[Target] = (),
+        admission: Callable[[Rider], None] | None = None,
     ) -> tuple[Ticket | None, dict[str, Any]]:
         """Reserve for a request; return its ticket and the body to send (with the cap the
         gateway sets). Raise 429 when it does not fit, 403 ``model_unpriced`` when a money
-        budget applies and a provider in ``targets`` has no price for its model."""
+        budget applies and a provider in ``targets`` has no price for its model.
+
+        ``admission`` is the request's rate-limit check when it was put off until now
+        (:meth:`proxyapi.ratelimit.Limits.admission`): the reservation rides along with its
+        first hit in Redis, one round trip for both, and is made only if that hit is allowed.
+        """
         plan = self._plans(key)
         if plan is None:
             return None, body
@@ -338,7 +346,7 @@ class Budgets:
             lease=self.lease,
             costs=costs,
         )
-        outcome, store = self._reserve(key.name, plan, ask)
+        outcome, store = self._reserve(key.name, plan, ask, admission)
         if outcome is None:  # fail-open during a store outage
             return Ticket(self, key.name, plan, ask, None, None), body
         if outcome.status == TOO_MANY:
@@ -382,9 +390,20 @@ class Budgets:
         )
 
     def _reserve(
-        self, key: str, plan: KeyBudget, ask: Ask
+        self,
+        key: str,
+        plan: KeyBudget,
+        ask: Ask,
+        admission: Callable[[Rider], None] | None = None,
     ) -> tuple[Outcome | None, BudgetStore | None]:
         store: BudgetStore = self.shared if self.shared is not None else self.local
+        if admission is not None:
+            if isinstance(store, RedisBudgetStore):
+                outcome = self._ride(key, plan, ask, store, admission)
+                if outcome is not None:
+                    return outcome, store
+            else:
+                admission(Rider("", [], []))  # the limits first, as always
         try:
             return store.reserve(key, plan.rules, ask, time.time()), store
         except Exception as exc:
@@ -396,6 +415,30 @@ class Budgets:
             if self.policy == "fail-open":
                 return None, None
             return self.local.reserve(key, plan.rules, ask, time.time()), self.local
+
+    def _ride(
+        self,
+        key: str,
+        plan: KeyBudget,
+        ask: Ask,
+        store: RedisBudgetStore,
+        admission: Callable[[Rider], None],
+    ) -> Outcome | None:
+        """Check the limits with the reservation riding along; its outcome, or None when it
+        did not ride (the limits were in memory, or none applied): then it is made alone."""
+        keys, argv, windows = store.reserve_call(key, plan.rules, ask, time.time())
+        rider = Rider(RESERVE_SCRIPT, keys, argv)
+        try:
+            admission(rider)
+        except BaseException:
+            # A later limit refused the request after the first one let the reservation in:
+            # give it all back (nothing was spent) and free its slot.
+            if rider.answer is not None:
+                outcome = store.outcome(rider.answer, windows)
+                if outcome.status == RESERVED:
+                    Ticket(self, key, plan, ask, outcome, store).settle()
+            raise
+        return None if rider.answer is None else store.outcome(rider.answer, windows)
 
     def settle(
         self, ticket: Ticket, store: BudgetStore, outcome: Outcome, deltas: tuple[int, ...]

@@ -183,6 +183,9 @@ def _counter(base: str, rule: Rule, window: int) -> str:
     return f"{base}:{unit}{rule.seconds}:{window}"
 
 
+RESERVE_SCRIPT = _RESERVE
+
+
 class RedisBudgetStore:
     """Budgets in Redis, one Lua script per reserve and per settle."""
 
@@ -197,6 +200,13 @@ class RedisBudgetStore:
         return f"{{{self.namespace}:tokens:{key}}}"
 
     def reserve(self, key: str, rules: Sequence[Rule], ask: Ask, now: float) -> Outcome:
+        keys, argv, windows = self.reserve_call(key, rules, ask, now)
+        return self.outcome(self._reserve(keys=keys, args=argv), windows)
+
+    def reserve_call(
+        self, key: str, rules: Sequence[Rule], ask: Ask, now: float
+    ) -> tuple[list[str], list[Any], tuple[int, ...]]:
+        """The reserve script's KEYS and ARGV, and the windows it counts in (no I/O)."""
         base = self._base(key)
         windows = _windows(rules, now)
         keys = []
@@ -213,7 +223,12 @@ class RedisBudgetStore:
             keys += [_counter(base, rule, window), _counter(base, rule, window - 1)]
             argv += [rule.amount, rule.seconds, *ask.cost(i)]
         keys.append(f"{base}:conc")
-        status, completion, remaining, tight, reset, *lefts = self._reserve(keys=keys, args=argv)
+        return keys, argv, windows
+
+    @staticmethod
+    def outcome(answer: Sequence[Any], windows: tuple[int, ...]) -> Outcome:
+        """The reserve script's answer as an :class:`Outcome`."""
+        status, completion, remaining, tight, reset, *lefts = answer
         return Outcome(
             int(status),
             int(completion),

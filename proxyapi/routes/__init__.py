@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from proxyapi import auth
+from proxyapi import auth, ratelimit
 from proxyapi.routes import (
     admin_keys,
     cache_admin,
@@ -30,3 +30,12 @@ def register(app: Flask) -> None:
     app.register_blueprint(admin_keys.bp)
     app.register_blueprint(health.bp)
     auth.public(app, *health.PUBLIC_ENDPOINTS)
+    # The routes that go through the pipeline, which reserves budgets.
+    ratelimit.deferrable(
+        app,
+        "completions.chat_completions",
+        "completions.completions",
+        "completions.embeddings",
+        "messages.messages",
+        "responses.create",
+    )

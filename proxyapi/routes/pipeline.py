@@ -11,18 +11,19 @@ money into the budget, the request record).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Response, after_this_request, current_app, g, request, stream_with_context
 
-from proxyapi import accounting, auth, budgets, cache, observe, routing, upstream
+from proxyapi import accounting, auth, budgets, cache, observe, ratelimit, routing, upstream
 from proxyapi.accounting import COST_HEADER, format_usd
 from proxyapi.cache.responses import BYPASS, HIT, MISS, Plan, Served
 from proxyapi.config import Config, KeyConfig
 from proxyapi.deadline import Deadline
 from proxyapi.dialects.base import Dialect, Keeper
 from proxyapi.errors import InvalidRequest, ProxyAPIError
+from proxyapi.limits_storage import Rider
 from proxyapi.providers.base import ClientBody, Operation, load_json_object
 from proxyapi.routes.settle import Settle
 from proxyapi.validation import read_json_object
@@ -77,17 +78,24 @@ def _cache_headers(served: Served, key: str | None) -> dict[str, str]:
 def proxy(op: Operation, dialect: Dialect) -> Response:
     """Serve ``op`` in ``dialect``; an error from the providers still reports its attempts."""
     g.dialect = dialect.name
+    limits: ratelimit.Limits = current_app.extensions[ratelimit.EXTENSION]
     try:
-        return _serve(op, dialect)
+        return _serve(op, dialect, limits.admission())
     except ProxyAPIError as exc:
+        # A request refused before its reservation is still counted by its limits, and a
+        # limited key gets their 429 rather than this error, as when they ran before the view.
+        limits.check_deferred()
         if exc.attempts:
             record = observe.current()
             record.attempts, record.upstream_seconds = exc.attempts, exc.upstream_seconds
             exc.extra_headers.setdefault(ATTEMPTS_HEADER, str(exc.attempts))
         raise
+    except BaseException:
+        limits.check_deferred()
+        raise
 
 
-def _serve(op: Operation, dialect: Dialect) -> Response:
+def _serve(op: Operation, dialect: Dialect, admission: Callable[[Rider], None] | None) -> Response:
     config: Config = current_app.extensions["proxyapi.config"]
     deadline = request_deadline(config)
     body = client_body()
@@ -106,7 +114,9 @@ def _serve(op: Operation, dialect: Dialect) -> Response:
     body, targets = dialect.prepare(body, owner, targets)
     keep = dialect.keeper(body, owner)
     # Reserved before anything is sent, settled once when the response closes (Settle).
-    ticket, sent = current_app.extensions[budgets.EXTENSION].reserve(key, op, body, targets)
+    ticket, sent = current_app.extensions[budgets.EXTENSION].reserve(
+        key, op, body, targets, admission
+    )
     models: dict[str, str] = {}
     for target in targets:
         models.setdefault(target.provider.name, target.model)
