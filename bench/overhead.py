@@ -8,7 +8,7 @@ it), then measures, in one run on one machine, with ``wrk`` (Debian package ``wr
 - RSS of each gateway worker after the load.
 
 Run: ``python bench/overhead.py [--workers 2] [--duration 10] [--redis] [--responses]``
-``[--accounting]``.
+``[--messages] [--accounting] [--cache]``.
 Prints a table and the ratios. ``--responses`` also measures ``/v1/responses``: passed through
 to a provider that serves it, translated to chat for one that does not, and translated with
 the response kept for follow-ups (``store: true``). ``--redis`` runs the gateway in
@@ -79,6 +79,16 @@ RESPONSES_PASS: dict[str, Any] = {
     "provider": {"responses_api": True},
 }
 RESPONSES_CHAT: dict[str, Any] = {"path": "/v1/responses", "body": RESPONSES_BODY}
+# The Anthropic Messages API from a client, translated to chat for the OpenAI-shaped upstream.
+MESSAGES_CHAT: dict[str, Any] = {
+    "path": "/v1/messages",
+    "body": {
+        "model": "gpt-4o-mini",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Say hello"}],
+    },
+    "headers": {"anthropic-version": "2023-06-01"},
+}
 RESPONSES_STORED: dict[str, Any] = {
     "path": "/v1/responses",
     "body": {**RESPONSES_BODY, "store": True},
@@ -305,6 +315,11 @@ def main() -> None:
         help="also measure /v1/responses: passed through, translated, translated and stored",
     )
     parser.add_argument(
+        "--messages",
+        action="store_true",
+        help="also measure /v1/messages (Anthropic's dialect), translated to chat",
+    )
+    parser.add_argument(
         "--accounting",
         action="store_true",
         help="also measure the gateway with the usage log off, and with every answer priced",
@@ -337,6 +352,8 @@ def main() -> None:
         variants.append(("responses pass", RESPONSES_PASS))
         variants.append(("responses chat", RESPONSES_CHAT))
         variants.append(("responses stored", RESPONSES_STORED))
+    if args.messages:
+        variants.append(("messages chat", MESSAGES_CHAT))
     if args.accounting:
         variants.append(("usage off", USAGE_OFF))
         variants.append(("+ config price", CONFIG_PRICE))
