@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from overhead import CLIENT_KEY, start_gateway, start_upstream, wrk  # noqa: E402
-from peers import FULL, free_port  # noqa: E402
+from peers import FULL, start_naive, wait_ready  # noqa: E402
 
 from tests.fakes.redis_server import RedisServer  # noqa: E402
 
@@ -72,23 +71,15 @@ def main() -> None:
     upstream, up_port = start_upstream()
     try:
         if args.system == "naive":
-            port = free_port()
-            proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "2"),
-                    *("--threads", "32", "-b", f"127.0.0.1:{port}", "bench.naive_proxy:app"),
-                ],
-                cwd=ROOT,
-                env={**os.environ, "UPSTREAM": f"http://127.0.0.1:{up_port}"},
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(3)
+            proc, base, log = start_naive(f"http://127.0.0.1:{up_port}", tmp)
+            url = f"{base}/v1/chat/completions"
+            wait_ready(proc, url, {}, log)
         else:
             variant = {"lean": {}, "full": FULL}.get(args.system) or json.loads(args.variant)
             redis_url = None if args.system == "lean" else redis_server.url
             proc, port, _ = start_gateway(up_port, 2, 32, tmp, redis_url, variant)
-        try:
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        try:
             headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
             wrk(url, 16, 2, headers, tmp)
             groups = {

@@ -99,6 +99,24 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, headers: dict[str, str],
     raise RuntimeError(f"did not answer within 90 s: {log.read_text()[-2000:]}")
 
 
+def start_naive(upstream: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """Start the naive floor (2 gthread workers) in front of ``upstream``; return it, its base
+    URL and its log (it may not answer yet: :func:`wait_ready`)."""
+    port, log = free_port(), tmp / "naive.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "2"),
+                *("--threads", "32", "-b", f"127.0.0.1:{port}", "bench.naive_proxy:app"),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "UPSTREAM": upstream},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, f"http://127.0.0.1:{port}", log
+
+
 def install_portkey() -> Path:
     home = PEERS / f"portkey-{PORTKEY_VERSION}"
     entry = home / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
@@ -135,19 +153,7 @@ def systems(up_port: int, tmp: Path, redis_url: str, peers: bool) -> list[System
     auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
 
     def naive() -> tuple[subprocess.Popen[bytes], str, Path | None]:
-        port, log = free_port(), tmp / "naive.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "2"),
-                    *("--threads", "32", "-b", f"127.0.0.1:{port}", "bench.naive_proxy:app"),
-                ],
-                cwd=ROOT,
-                env={**os.environ, "UPSTREAM": upstream},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        return proc, f"http://127.0.0.1:{port}", log
+        return start_naive(upstream, tmp)
 
     def proxyapi(redis: str | None, variant: dict[str, Any]) -> Callable[..., Any]:
         def start() -> tuple[subprocess.Popen[bytes], str, Path | None]:
