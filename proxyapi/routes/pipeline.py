@@ -177,8 +177,13 @@ def _serve(op: Operation, dialect: Dialect, admission: Callable[[Rider], None] |
         relay = settle.relay = started.relay
         relay.watch = settle.watch
         relay.trailer = settle.trailer
-        if keep is not None:
-            relay.on_complete = lambda: _keep_final(keep, started.provider, relay.source.final)
+
+        def complete() -> None:
+            if keep is not None:
+                _keep_final(keep, started.provider, relay.source.final)
+            settle.stream_complete()
+
+        relay.on_complete = complete
         record.provider = started.provider
         record.cache = BYPASS if plan.key is None else MISS
         record.attempts = started.attempts

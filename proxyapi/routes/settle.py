@@ -112,7 +112,16 @@ class Settle:
         return cost_comment(self.price())
 
     def close(self) -> None:
+        """Settle what is not settled yet (the response has closed)."""
         self.price()
+        self._settle_budget()
+
+    def stream_complete(self) -> None:
+        """A stream ended properly: settle now, before its last events go out, so a client
+        that sends its next request as soon as it reads them finds its budget settled."""
+        self.close()
+
+    def _settle_budget(self) -> None:
         ticket = self.ticket
         if ticket is not None:
             ticket.usage = self.answer.usage if self.answer is not None else None

@@ -362,3 +362,30 @@ def test_valid_keys_never_count_against_the_failed_authentication_limit() -> Non
 def test_failed_authentication_limit_can_be_off() -> None:
     client = make([{"name": "alice"}], failed_auth="off")
     assert {models_from(client, "guess", "10.0.0.4") for _ in range(30)} == {401}
+
+
+def test_a_finished_stream_is_settled_before_its_last_event_is_sent(upstream: Any) -> None:
+    """A client that sends its next request as soon as it reads [DONE] (on another connection,
+    while the first response has not closed yet) finds the stream's tokens settled."""
+    events = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
+        b'data: {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 8, "total_tokens": 12}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    upstream.replace(
+        responses.POST, f"{URL}/chat/completions", body=events, content_type="text/event-stream"
+    )
+    client = make([{"name": "t", "token_limits": ["60/minute"]}])
+    streamed = post(client, "t", {**CHAT, "stream": True})
+    sent = b""
+    for part in streamed.response:
+        sent += part
+        if b"[DONE]" in sent:
+            break  # the response is not closed
+    upstream.replace(responses.POST, f"{URL}/chat/completions", json=answer())
+    resp = post(client, "t", {**CHAT, "max_tokens": 10})
+    assert resp.headers["X-RateLimit-Remaining-Tokens"] == "27"  # 60 - 12 used - 21 reserved
+    streamed.close()  # settles nothing twice
+    assert post(client, "t", {**CHAT, "max_tokens": 10}).headers[
+        "X-RateLimit-Remaining-Tokens"
+    ] == str(60 - 12 - 10 - 21)
