@@ -403,7 +403,8 @@ class Budgets:
                 if outcome is not None:
                     return outcome, store
             else:
-                admission(Rider("", [], []))  # the limits first, as always
+                # The limits first, as always; nothing rides (a rider already taken).
+                admission(Rider("", [], [], taken=True))
         try:
             return store.reserve(key, plan.rules, ask, time.time()), store
         except Exception as exc:

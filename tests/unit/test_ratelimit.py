@@ -284,14 +284,20 @@ def test_limit_strings_are_validated_naming_the_key() -> None:
         parse_config({"rate_limits": {"routes": {"embeddings": "1/second"}}}, environ={})
 
 
+# A chat stream whose last chunk reports its usage (12 tokens).
+STREAM_WITH_USAGE = (
+    b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
+    b'data: {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 8, "total_tokens": 12}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
 def test_stream_usage_is_asked_for_and_kept_from_a_client_that_did_not(upstream: Any) -> None:
-    events = (
-        b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
-        b'data: {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 8, "total_tokens": 12}}\n\n'
-        b"data: [DONE]\n\n"
-    )
     upstream.replace(
-        responses.POST, f"{URL}/chat/completions", body=events, content_type="text/event-stream"
+        responses.POST,
+        f"{URL}/chat/completions",
+        body=STREAM_WITH_USAGE,
+        content_type="text/event-stream",
     )
     client = make([{"name": "t", "token_limits": ["60/minute"]}])
     streamed = post(client, "t", {**CHAT, "stream": True})
@@ -367,13 +373,11 @@ def test_failed_authentication_limit_can_be_off() -> None:
 def test_a_finished_stream_is_settled_before_its_last_event_is_sent(upstream: Any) -> None:
     """A client that sends its next request as soon as it reads [DONE] (on another connection,
     while the first response has not closed yet) finds the stream's tokens settled."""
-    events = (
-        b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
-        b'data: {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 8, "total_tokens": 12}}\n\n'
-        b"data: [DONE]\n\n"
-    )
     upstream.replace(
-        responses.POST, f"{URL}/chat/completions", body=events, content_type="text/event-stream"
+        responses.POST,
+        f"{URL}/chat/completions",
+        body=STREAM_WITH_USAGE,
+        content_type="text/event-stream",
     )
     client = make([{"name": "t", "token_limits": ["60/minute"]}])
     streamed = post(client, "t", {**CHAT, "stream": True})
