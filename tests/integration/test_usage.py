@@ -71,7 +71,13 @@ def traffic(
     errors: list[BaseException] = []
 
     def run(thread: int) -> None:
-        client = sdk(hosts[thread % len(hosts)], key=(ALICE_KEY, BOB_KEY)[thread % 2])
+        # A new connection per request, so the requests spread over every worker (a kept-alive
+        # one stays with the worker that accepted it).
+        client = sdk(
+            hosts[thread % len(hosts)],
+            key=(ALICE_KEY, BOB_KEY)[thread % 2],
+            default_headers={"Connection": "close"},
+        )
         try:
             for i in range(each):
                 messages: Any = [{"role": "user", "content": "hi " * (thread + i)}]
