@@ -4,7 +4,8 @@ The file is ``PROXYAPI_CONFIG``, else ``./proxyapi.yaml`` when present, with ``$
 ``${VAR:-default}`` interpolation. With no file the environment alone gives a gateway:
 ``PROXYAPI_KEYS``, ``OPENAI_API_KEY`` [+ ``OPENAI_BASE_URL``, ``OPENAI_MODELS``,
 ``OPENAI_RESPONSES_API``],
-``ANTHROPIC_API_KEY``, ``AZURE_OPENAI_API_KEY`` + ``AZURE_OPENAI_ENDPOINT``, ``REDIS_URL``.
+``ANTHROPIC_API_KEY``, ``AZURE_OPENAI_API_KEY`` + ``AZURE_OPENAI_ENDPOINT``, ``REDIS_URL``,
+``PROXYAPI_MOCK`` [+ ``PROXYAPI_MOCK_LATENCY``, ``PROXYAPI_MOCK_TOKENS_PER_SECOND``].
 """
 
 from __future__ import annotations
@@ -95,8 +96,28 @@ def config_from_env(environ: Mapping[str, str]) -> Config:
         if environ.get("AZURE_OPENAI_API_VERSION"):
             azure["api_version"] = environ["AZURE_OPENAI_API_VERSION"]
         data["providers"].append(azure)
+    flag = environ.get("PROXYAPI_MOCK", "").strip().lower()
+    if flag not in ("", "0", "false"):
+        if flag not in ("1", "true"):
+            raise ConfigError(f"PROXYAPI_MOCK must be 1 or true (or 0/false), got {flag!r}")
+        # A gateway that answers by itself, for trying it without a provider key.
+        mock: dict[str, Any] = {}
+        for var, key in (
+            ("PROXYAPI_MOCK_LATENCY", "latency"),
+            ("PROXYAPI_MOCK_TOKENS_PER_SECOND", "tokens_per_second"),
+        ):
+            if environ.get(var):
+                mock[key] = _env_number(environ[var], var)
+        data["providers"].append({"name": "mock", "type": "mock", "mock": mock})
     return parse_config(data, environ, source="environment")
 
 
 def _env_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _env_number(value: str, var: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{var} must be a number, got {value!r}") from None

@@ -11,6 +11,8 @@ PROVIDER_TYPE_OPTIONS: dict[str, tuple[str, ...]] = {
     "openai": ("responses_api", "stream_usage"),
     "azure": ("api_version", "deployments", "responses_api"),
     "anthropic": ("anthropic_version", "max_tokens"),
+    # Answers made up by the gateway itself (proxyapi.mock): no key, no network.
+    "mock": ("mock",),
 }
 PROVIDER_TYPES = tuple(PROVIDER_TYPE_OPTIONS)
 RETRY_STRATEGIES = ("exponential", "immediate", "adaptive")
@@ -195,6 +197,43 @@ class BreakerConfig:
     reset_timeout: float = 30.0
 
 
+# The size of a mock provider's embedding vectors when a request names none.
+DEFAULT_MOCK_EMBEDDING_DIMENSIONS = 8
+
+
+@dataclass(frozen=True)
+class MockFailure:
+    """A fault a mock provider injects into ``rate`` of its calls (0 to 1), chosen at random.
+
+    One of: ``status`` (an error answer, with ``retry_after`` seconds for a 429 or 503),
+    ``stall`` (seconds without a byte, after ``after`` events of a stream: by default
+    before the answer's first byte),
+    ``cut_after`` (the stream stops after that many events, without its end), ``reset``
+    (the connection drops before any byte).
+    """
+
+    rate: float
+    status: int | None = None
+    retry_after: float | None = None
+    stall: float | None = None
+    after: int = 0
+    cut_after: int | None = None
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    """How a ``type: mock`` provider answers: when, how fast, and how it fails."""
+
+    # Seconds before the first byte of every answer.
+    latency: float = 0.0
+    # Pace of the answer's tokens (a stream's events; a whole answer waits for all of them);
+    # 0: all at once.
+    tokens_per_second: float = 0.0
+    embedding_dimensions: int = DEFAULT_MOCK_EMBEDDING_DIMENSIONS
+    failures: tuple[MockFailure, ...] = ()
+
+
 @dataclass(frozen=True)
 class ProviderConfig:
     """One upstream provider; ``api_key`` is the resolved secret and never printed."""
@@ -227,6 +266,8 @@ class ProviderConfig:
     # The host takes stream_options.include_usage (the gateway asks for every stream's usage
     # to price it); false for one that refuses the field: streams are then charged an estimate.
     stream_usage: bool = True
+    # type: mock: how it answers.
+    mock: MockConfig = MockConfig()
     # Who this provider is, for cache keys: a digest of its type, URL and credential (never the
     # credential), so answers of one account are not served for another's.
     identity: str = ""

@@ -11,6 +11,7 @@ from typing import Any
 
 from proxyapi.config import checks as c
 from proxyapi.config.checks import ConfigError
+from proxyapi.config.mock import parse_mock
 from proxyapi.config.model import (
     BUDGET_PERIODS,
     CACHE_BACKENDS,
@@ -544,6 +545,7 @@ _PROVIDER_KEYS = (
     "max_tokens",
     "responses_api",
     "stream_usage",
+    "mock",
 )
 # Keys that only some provider types understand, and those types.
 _TYPE_KEYS = {
@@ -570,14 +572,20 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
                 f"{where}.{key} applies to type {' and '.join(_TYPE_KEYS[key])} only "
                 f"(this is {ptype})"
             )
-    base_url = c.get(raw, where, "base_url", c.url, None).rstrip("/")
+    if ptype == "mock":
+        # Nothing is sent anywhere: the URL only names the provider (proxyapi.mock).
+        if raw.get("base_url") is not None:
+            raise ConfigError(f"{where}.base_url does not apply to type mock (it calls no host)")
+        base_url = f"mock://{name}"
+    else:
+        base_url = c.get(raw, where, "base_url", c.url, None).rstrip("/")
     credential = hash_key(api_key) if api_key else ""
     return ProviderConfig(
         name=name,
         type=ptype,
         base_url=base_url,
         identity=hash_key(f"{ptype}|{base_url}|{credential}")[:16],
-        models=tuple(c.get(raw, where, "models", c.model_list, None)),
+        models=tuple(c.get(raw, where, "models", c.model_list, ["*"] if ptype == "mock" else None)),
         api_key_env=api_key_env or None,
         api_key=api_key,
         priority=c.get(raw, where, "priority", c.integer, DEFAULT_PRIORITY),
@@ -597,6 +605,7 @@ def _parse_provider(raw: Any, where: str, env: Mapping[str, str]) -> ProviderCon
             raw, where, "responses_api", c.boolean, serves_responses_by_default(ptype, base_url)
         ),
         stream_usage=c.get(raw, where, "stream_usage", c.boolean, True),
+        mock=parse_mock(c.section(raw, "mock", where), f"{where}.mock"),
     )
 
 

@@ -18,6 +18,8 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "openai": OpenAIAdapter,
     "azure": AzureAdapter,
     "anthropic": AnthropicAdapter,
+    # A mock provider speaks OpenAI's dialect; its transport makes the answers up.
+    "mock": OpenAIAdapter,
 }
 
 

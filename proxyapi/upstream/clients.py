@@ -14,7 +14,8 @@ session's defaults under the call's, each checked as requests checks them), the 
 ``Retry`` and timeout, the same exceptions (:func:`_as_requests_error` is
 ``HTTPAdapter.send``'s mapping) and a ``requests.Response`` around the same urllib3 response.
 Anything else (a proxy from the environment, a body-less call, an ``HTTPAdapter.send``
-replaced by a test double or an instrumentation) takes requests' own path.
+replaced by a test double or an instrumentation, a mock provider's transport) takes
+requests' own path.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from urllib3.exceptions import SSLError as _SSLError
 
 from proxyapi.config import ProviderConfig
 from proxyapi.providers.base import UpstreamRequest
+from proxyapi.upstream.mock_transport import MockTransport
 from proxyapi.upstream.retry import ProviderRetry
 
 # requests' own send, to tell whether something has replaced it (the responses library in
@@ -72,6 +74,10 @@ class ProcessClients:
             # pool_block=False: a burst above pool_size opens extra short-lived connections
             # instead of waiting; requests never passes a pool timeout, so blocking would wait
             # forever.
+            if p.type == "mock":
+                self.adapters[name] = MockTransport(p, max_retries=retry)
+                self.proxies[name] = {}
+                continue
             self.adapters[name] = HTTPAdapter(
                 pool_connections=1, pool_maxsize=p.pool_size, max_retries=retry, pool_block=False
             )

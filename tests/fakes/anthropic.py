@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from proxyapi.mock.schema_instance import instance_of
 from tests.fakes.http_fake import FakeHandler, ScriptedFake
 from tests.fakes.responses_api import tool_said
-from tests.fakes.schema_instance import instance_of
 from tests.fakes.upstream import Fault, Recorded, StreamRecord
 
 REPLY_TEXT = "Hello from the fake Anthropic."

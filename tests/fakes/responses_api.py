@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from tests.fakes.schema_instance import instance_of
+from proxyapi.mock.schema_instance import instance_of
 
 PATCH_TEXT = "*** Begin Patch\n*** Add File: hello.txt\n+hello\n*** End Patch\n"
 REASONING_SUMMARY = "**Answering briefly**\n\nThe question is simple; a short answer will do."

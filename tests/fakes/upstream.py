@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from proxyapi.mock.schema_instance import instance_of
 from tests.fakes.http_fake import FakeHandler, ScriptedFake
 from tests.fakes.responses_api import Reply, ResponsesAPI, encode, frame, pieces, tool_said
-from tests.fakes.schema_instance import instance_of
 
 REPLY_TEXT = "Hello from the fake upstream."
 # What the fake calls its first offered tool with (U+2028 included: a trap for line splitters).

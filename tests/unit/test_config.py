@@ -116,7 +116,7 @@ def test_interpolation_with_defaults_and_escape() -> None:
         (
             {"providers": [provider(type="bedrock")]},
             {},
-            "providers[0] (up).type must be one of openai, azure, anthropic, got 'bedrock'",
+            "providers[0] (up).type must be one of openai, azure, anthropic, mock, got 'bedrock'",
         ),
         (
             {"providers": [provider(base_url="ftp://x")]},

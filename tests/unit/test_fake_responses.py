@@ -17,9 +17,9 @@ import pydantic
 import pytest
 import requests
 
+from proxyapi.mock.schema_instance import instance_of
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.responses_api import PATCH_TEXT, REASONING_SUMMARY, REASONING_TOKENS, pieces
-from tests.fakes.schema_instance import instance_of
 from tests.fakes.upstream import (
     REPLY_TEXT,
     TOOL_ARGUMENTS,

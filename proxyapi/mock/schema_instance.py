@@ -1,15 +1,26 @@
-"""A minimal instance of a JSON schema: what a fake model answers under structured output.
+"""A minimal instance of a JSON schema: what a mock model answers under structured output,
+or calls a tool with.
 
 Every property of an object is filled, required or not, so a test sees each field arrive;
 scalars take the first value their constraints allow. It covers what pydantic, zod and
 hand-written strict schemas use (``$ref``/``$defs``, ``anyOf``, enums, ``const``, bounds and
 the common string formats), not all of JSON Schema: ``pattern`` is not honoured.
+
+Schemas come from clients: an instance is bounded (:data:`MAX_NODES` values, strings and
+lists capped) whatever the schema asks, so nested references or a ``minLength`` of a billion
+cannot make a huge one; past the bound, or for a schema that is not one, ValueError.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+# What one instance may hold: a schema whose references nest ten wide and ten deep would
+# otherwise expand to 10^10 values.
+MAX_NODES = 2000
+MAX_STRING = 1000
+MAX_ITEMS = 100
 
 # Strings for the formats pydantic emits (datetime, date, UUID, ...), so the model validates.
 FORMATS = {
@@ -39,9 +50,13 @@ def instance_of(schema: Any) -> Any:
 class _Builder:
     def __init__(self, root: Any) -> None:
         self.root = root
+        self.nodes = 0
 
     def build(self, schema: Any, refs: tuple[str, ...]) -> Any:
         """An instance of ``schema``; ``refs`` are the references being expanded above it."""
+        self.nodes += 1
+        if self.nodes > MAX_NODES or len(refs) > MAX_ITEMS:
+            raise ValueError(f"the schema asks for more than {MAX_NODES} values")
         if schema is True:
             return "x"  # anything goes
         if not isinstance(schema, dict):
@@ -88,7 +103,9 @@ class _Builder:
             raise ValueError(f"only local references resolve, not {ref!r}")
         node = self.root
         for part in ref[1:].split("/")[1:]:
-            node = node[part.replace("~1", "/").replace("~0", "~")]
+            if not isinstance(node, dict):
+                raise ValueError(f"{ref!r} does not resolve")
+            node = node.get(part.replace("~1", "/").replace("~0", "~"))
         return node
 
     def loops(self, schema: Any, refs: tuple[str, ...]) -> bool:
@@ -110,19 +127,24 @@ class _Builder:
     def array(self, schema: dict[str, Any], refs: tuple[str, ...]) -> list[Any]:
         head = [self.build(sub, refs) for sub in schema.get("prefixItems", ())]
         items = schema.get("items", {})
-        count = max(1, schema.get("minItems", 0)) - len(head)
+        count = min(max(1, _int(schema.get("minItems"), 0)), MAX_ITEMS) - len(head)
         if count <= 0 or items is False or (self.loops(items, refs) and not schema.get("minItems")):
             return head
         return head + [self.build(items, refs) for _ in range(count)]
 
     def string(self, schema: dict[str, Any]) -> str:
         text = FORMATS.get(schema.get("format", ""), "x")
-        low, high = schema.get("minLength", 0), schema.get("maxLength")
+        low = min(_int(schema.get("minLength"), 0), MAX_STRING)
+        high = schema.get("maxLength")
         if len(text) < low:
             text += "x" * (low - len(text))
-        return text[:high] if high is not None else text
+        return text[: _int(high, 0)] if high is not None else text
 
     def number(self, schema: dict[str, Any], integer: bool) -> int | float:
+        bounds = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum", "multipleOf")
+        for key in bounds:
+            if key in schema and not _finite(schema[key]):
+                raise ValueError(f"{key} must be a number, got {schema[key]!r}")
         value: float = 1
         if "minimum" in schema:
             value = max(value, schema["minimum"])
@@ -136,3 +158,14 @@ class _Builder:
         if step:
             value = math.ceil(value / step) * step
         return math.ceil(value) if integer else value
+
+
+def _int(value: Any, default: int) -> int:
+    """A schema's count (``minItems``, ``minLength``), or ``default`` when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return default
+    return value
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
