@@ -19,32 +19,16 @@ deterministic faults for a test suite, where the config's ``failures`` are rando
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import math
 import random
-import re
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from proxyapi.config.model import MockConfig, MockFailure
 from proxyapi.jsonio import encode_json
-from proxyapi.mock.schema_instance import instance_of
-
-TEXT = "This is a mock answer."
-# The answer's words when a directive asks for a longer one.
-FILLER = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit")
-# How many words of the user's message the answer quotes.
-QUOTED_WORDS = 12
-# The longest answer a directive may ask for, and the most choices (n) one request gets.
-MAX_WORDS = 100_000
-MAX_CHOICES = 16
-DEFAULT_MODELS = ("mock-chat", "mock-embedding")
-_DIRECTIVE = re.compile(r"\[mock:([^\]]{0,200})\]")
-_GLOB = re.compile(r"[*?\[]")
+from proxyapi.mock.bodies import Chat, Completion, embeddings, list_models
+from proxyapi.mock.directives import DirectiveError, directives, number, steering_text, whole
 
 
 @dataclass(frozen=True)
@@ -66,10 +50,6 @@ class Plan:
     stall_after: int = 0
     cut_after: int | None = None
     reset: bool = False
-
-
-class DirectiveError(ValueError):
-    """A ``[mock:...]`` directive that cannot be carried out (answered 400)."""
 
 
 def plan(
@@ -111,7 +91,7 @@ def _plan(
     request = _load(body)
     if request is None:
         return error(400, "The request body must be a JSON object.", "invalid_request_error")
-    faults = directives(_steering_text(request))
+    faults = directives(steering_text(request))
     fault = _fault(faults, config.failures, draw)
     stream = request.get("stream") is True
     tail = "/".join(endpoint[-2:])
@@ -131,9 +111,9 @@ def _plan(
     else:
         parts = answer.events() if stream else (encode_json(answer.whole()),)
         tokens = answer.usage()["completion_tokens"]
-    pace = _number(faults, "tokens_per_second", config.tokens_per_second)
+    pace = number(faults, "tokens_per_second", config.tokens_per_second)
     interval = 1 / pace if pace > 0 else 0.0
-    latency = _number(faults, "latency", config.latency)
+    latency = number(faults, "latency", config.latency)
     if not stream:
         latency += tokens * interval
         interval = 0.0
@@ -178,10 +158,10 @@ def _fault(
     """The fault this call gets: the request's own directive first, else a configured one
     drawn at its rate."""
     if "status" in steering:
-        status = _whole(steering, "status")
+        status = whole(steering, "status")
         if not 400 <= status <= 599:
             raise DirectiveError("[mock:status=N] takes an HTTP error status from 400 to 599.")
-        retry_after = _number(steering, "retry_after", -1.0)
+        retry_after = number(steering, "retry_after", -1.0)
         return MockFailure(
             1.0, status=status, retry_after=retry_after if retry_after >= 0 else None
         )
@@ -189,372 +169,12 @@ def _fault(
         return MockFailure(1.0, reset=True)
     if "stall" in steering:
         return MockFailure(
-            1.0, stall=_number(steering, "stall", 0.0), after=_whole(steering, "after", 0)
+            1.0, stall=number(steering, "stall", 0.0), after=whole(steering, "after", 0)
         )
     if "cut_after" in steering:
-        return MockFailure(1.0, cut_after=_whole(steering, "cut_after"))
+        return MockFailure(1.0, cut_after=whole(steering, "cut_after"))
     if draw is not None:
         for failure in failures:
             if draw.random() < failure.rate:
                 return failure
     return None
-
-
-def directives(text: str) -> dict[str, str]:
-    """The ``[mock:key=value,...]`` settings in ``text`` (the last wins)."""
-    found: dict[str, str] = {}
-    for match in _DIRECTIVE.finditer(text):
-        for item in match.group(1).split(","):
-            key, _, value = item.strip().partition("=")
-            if key:
-                found[key.strip()] = value.strip()
-    return found
-
-
-def _number(steering: Mapping[str, str], key: str, default: float) -> float:
-    if key not in steering:
-        return default
-    try:
-        value = float(steering[key])
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 600:
-        raise DirectiveError(f"[mock:{key}=...] takes a number from 0 to 600.")
-    return value
-
-
-def _whole(steering: Mapping[str, str], key: str, default: int | None = None) -> int:
-    raw = steering.get(key)
-    if raw is None and default is not None:
-        return default
-    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 6:
-        raise DirectiveError(f"[mock:{key}=...] takes a whole number.")
-    return int(raw)
-
-
-def _steering_text(request: Mapping[str, Any]) -> str:
-    """The text that may hold directives: the last user message, or the prompt."""
-    messages = request.get("messages")
-    if isinstance(messages, list):
-        for message in reversed(messages):
-            if isinstance(message, dict) and message.get("role") == "user":
-                return _text(message.get("content"))
-        return ""
-    return _text(request.get("prompt"))
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return ""
-    texts = [p.get("text") if isinstance(p, dict) else p for p in content]
-    return " ".join(t for t in texts if isinstance(t, str))
-
-
-def _digest(request: Mapping[str, Any]) -> str:
-    return hashlib.sha256(encode_json(request, sort_keys=True)).hexdigest()[:24]
-
-
-def _prompt_tokens(value: Any) -> int:
-    return max(1, math.ceil(len(encode_json(value)) / 4))
-
-
-def _words(quoted: str) -> list[str]:
-    """The answer's words, cut to the request's token cap."""
-    steering = directives(quoted)
-    if "words" in steering:
-        count = _whole(steering, "words")
-        if count > MAX_WORDS:
-            raise DirectiveError(f"[mock:words=N] takes at most {MAX_WORDS} words.")
-        words = [FILLER[i % len(FILLER)] for i in range(count)]
-    else:
-        words = TEXT.split()
-        said = _DIRECTIVE.sub("", quoted).split()
-        if said:
-            words += ["You", "said:", *said[:QUOTED_WORDS]]
-    return words
-
-
-def _cap(request: Mapping[str, Any]) -> int | None:
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = request.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
-
-
-def _choices(request: Mapping[str, Any]) -> int:
-    n = request.get("n")
-    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
-        return min(n, MAX_CHOICES)
-    return 1
-
-
-def _event(payload: Any) -> bytes:
-    return b"data: " + encode_json(payload) + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
-
-
-class Chat:
-    """A chat completion for one request, whole or as stream chunks."""
-
-    def __init__(self, request: Mapping[str, Any], now: int) -> None:
-        self.request = request
-        self.model = str(request.get("model", "mock-chat"))
-        self.id = f"chatcmpl-mock-{_digest(request)}"
-        self.now = now
-        self.n = _choices(request)
-        self.tool = self._tool()
-        words = _words(_steering_text(request))
-        cap = _cap(request)
-        self.finish = "stop"
-        if cap is not None and len(words) > cap:
-            words, self.finish = words[:cap], "length"
-        self.words = words
-        self.content = self._content(words)
-        if self.tool is not None:
-            self.finish = "tool_calls"
-
-    def _tool(self) -> tuple[str, str] | None:
-        """The (name, JSON arguments) of the tool to call, if any."""
-        tools = self.request.get("tools")
-        choice = self.request.get("tool_choice")
-        messages = self.request.get("messages")
-        last = messages[-1] if isinstance(messages, list) and messages else None
-        if not isinstance(tools, list) or not tools or choice == "none":
-            return None
-        if isinstance(last, dict) and last.get("role") == "tool":
-            return None
-        functions = [
-            t["function"]
-            for t in tools
-            if isinstance(t, dict)
-            and isinstance(t.get("function"), dict)
-            and isinstance(t["function"].get("name"), str)
-        ]
-        if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-            named = choice["function"].get("name")
-            functions = [f for f in functions if f["name"] == named] or functions
-        if not functions:
-            return None
-        function = functions[0]
-        return function["name"], encode_json(_instance(function.get("parameters"), {})).decode()
-
-    def _content(self, words: list[str]) -> str:
-        fmt = self.request.get("response_format")
-        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-            spec = fmt.get("json_schema")
-            schema = spec.get("schema") if isinstance(spec, dict) else None
-            return encode_json(_instance(schema, {})).decode()
-        if isinstance(fmt, dict) and fmt.get("type") == "json_object":
-            return encode_json({"answer": " ".join(words)}).decode()
-        return " ".join(words)
-
-    def usage(self) -> dict[str, Any]:
-        prompt = _prompt_tokens(self.request.get("messages"))
-        completion = (len(self.words) if self.tool is None else 8) * self.n
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
-
-    def _message(self) -> dict[str, Any]:
-        if self.tool is not None:
-            name, arguments = self.tool
-            return {
-                "role": "assistant",
-                "content": None,
-                "refusal": None,
-                "tool_calls": [
-                    {
-                        "id": f"call_mock_{self.id[-12:]}",
-                        "type": "function",
-                        "function": {"name": name, "arguments": arguments},
-                    }
-                ],
-            }
-        return {"role": "assistant", "content": self.content, "refusal": None}
-
-    def whole(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.now,
-            "model": self.model,
-            "system_fingerprint": "mock",
-            "choices": [
-                {
-                    "index": i,
-                    "message": self._message(),
-                    "logprobs": None,
-                    "finish_reason": self.finish,
-                }
-                for i in range(self.n)
-            ],
-            "usage": self.usage(),
-        }
-
-    def _chunk(self, index: int, delta: dict[str, Any], finish: str | None) -> bytes:
-        return _event(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.now,
-                "model": self.model,
-                "system_fingerprint": "mock",
-                "choices": [
-                    {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-        )
-
-    def events(self) -> tuple[bytes, ...]:
-        out: list[bytes] = []
-        for i in range(self.n):
-            out.append(self._chunk(i, {"role": "assistant", "content": ""}, None))
-            if self.tool is not None:
-                name, arguments = self.tool
-                call = {
-                    "index": 0,
-                    "id": f"call_mock_{self.id[-12:]}",
-                    "type": "function",
-                    "function": {"name": name, "arguments": ""},
-                }
-                out.append(self._chunk(i, {"tool_calls": [call]}, None))
-                out.append(
-                    self._chunk(
-                        i,
-                        {"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]},
-                        None,
-                    )
-                )
-            else:
-                pieces = self.content.split(" ") if self.words else []
-                for j, piece in enumerate(pieces):
-                    out.append(self._chunk(i, {"content": piece if j == 0 else " " + piece}, None))
-            out.append(self._chunk(i, {}, self.finish))
-        options = self.request.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage") is True:
-            out.append(
-                _event(
-                    {
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.now,
-                        "model": self.model,
-                        "system_fingerprint": "mock",
-                        "choices": [],
-                        "usage": self.usage(),
-                    }
-                )
-            )
-        out.append(DONE)
-        return tuple(out)
-
-
-class Completion:
-    """A legacy text completion for one request, whole or as stream chunks."""
-
-    def __init__(self, request: Mapping[str, Any], now: int) -> None:
-        self.request = request
-        self.model = str(request.get("model", "mock-chat"))
-        self.id = f"cmpl-mock-{_digest(request)}"
-        self.now = now
-        words = _words(_steering_text(request))
-        cap = _cap(request)
-        self.finish = "stop"
-        if cap is not None and len(words) > cap:
-            words, self.finish = words[:cap], "length"
-        self.words = words
-
-    def usage(self) -> dict[str, Any]:
-        prompt = _prompt_tokens(self.request.get("prompt"))
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": len(self.words),
-            "total_tokens": prompt + len(self.words),
-        }
-
-    def _object(self, text: str, finish: str | None) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.now,
-            "model": self.model,
-            "system_fingerprint": "mock",
-            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
-        }
-
-    def whole(self) -> dict[str, Any]:
-        return {**self._object(" ".join(self.words), self.finish), "usage": self.usage()}
-
-    def events(self) -> tuple[bytes, ...]:
-        out = [
-            _event(self._object(word if j == 0 else " " + word, None))
-            for j, word in enumerate(self.words)
-        ]
-        out.append(_event(self._object("", self.finish)))
-        options = self.request.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage") is True:
-            out.append(_event({**self._object("", None), "choices": [], "usage": self.usage()}))
-        out.append(DONE)
-        return tuple(out)
-
-
-def embeddings(request: Mapping[str, Any], default_dimensions: int) -> dict[str, Any]:
-    """One deterministic unit vector per input, from a hash of it."""
-    raw = request.get("input")
-    inputs: list[Any] = (
-        raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]
-    )
-    dims = request.get("dimensions")
-    if not (isinstance(dims, int) and not isinstance(dims, bool) and 0 < dims <= 4096):
-        dims = default_dimensions
-    as_base64 = request.get("encoding_format") == "base64"
-    data = []
-    for i, item in enumerate(inputs):
-        vector = _vector(encode_json(item), dims)
-        embedding: Any = (
-            base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode() if as_base64 else vector
-        )
-        data.append({"object": "embedding", "index": i, "embedding": embedding})
-    tokens = sum(_prompt_tokens(item) for item in inputs)
-    return {
-        "object": "list",
-        "data": data,
-        "model": str(request.get("model", "mock-embedding")),
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-
-
-def _vector(seed: bytes, dims: int) -> list[float]:
-    draw = random.Random(hashlib.sha256(seed).digest())
-    values = [draw.uniform(-1.0, 1.0) for _ in range(dims)]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [round(v / norm, 6) for v in values]
-
-
-def list_models(models: Iterable[str], now: int) -> dict[str, Any]:
-    """The mock's model list: the provider's model names, or mock ones when it lists globs."""
-    names = [m for m in models if not _GLOB.search(m)] or list(DEFAULT_MODELS)
-    return {
-        "object": "list",
-        "data": [
-            {"id": name, "object": "model", "created": now, "owned_by": "proxyapi-mock"}
-            for name in names
-        ],
-    }
-
-
-def _instance(schema: Any, default: Any) -> Any:
-    """An instance of a client's schema, or ``default`` for one that cannot be filled."""
-    if not isinstance(schema, dict):
-        return default
-    try:
-        return instance_of(schema)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError):
-        return default

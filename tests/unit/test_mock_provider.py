@@ -6,7 +6,9 @@ import base64
 import json
 import re
 import struct
+import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import jsonschema
@@ -20,6 +22,7 @@ from proxyapi.config.load import config_from_env
 from proxyapi.config.model import MockConfig
 from proxyapi.mock import answers
 from proxyapi.mock.answers import plan
+from proxyapi.upstream.mock_transport import _Response, _Schedule
 from tests.schemas import assert_valid
 
 KEY = "k-mock-test"
@@ -352,3 +355,18 @@ def test_a_stream_cut_or_stalled_midway_ends_with_an_error_event() -> None:
         text = r.get_data(as_text=True)
         assert text.count('"content"') >= 2, directive  # the first events arrived
         assert '"error"' in text and "data: [DONE]" not in text.split('"error"')[0], directive
+
+
+def test_shutting_a_stalled_answer_down_ends_it_at_once() -> None:
+    delivery = answer({**CHAT, "stream": True}, latency=0)
+    schedule = _Schedule(replace(delivery, stall=30, stall_after=1), read_timeout=60)
+    raw = _Response(schedule, headers={}, status=200, preload_content=False)
+    read: list[bytes] = []
+    reader = threading.Thread(target=lambda: read.extend(iter(lambda: raw.read1(65536), b"")))
+    reader.start()
+    time.sleep(0.3)
+    assert len(read) == 1 and reader.is_alive()  # the first event, then the stall
+    started = time.monotonic()
+    raw.shutdown()
+    reader.join(timeout=2)
+    assert not reader.is_alive() and time.monotonic() - started < 1
