@@ -9,7 +9,14 @@ from typing import Any, TypeVar
 
 from proxyapi.config import checks as c
 from proxyapi.config.checks import ConfigError
-from proxyapi.config.model import DEFAULT_MOCK_EMBEDDING_DIMENSIONS, MockConfig, MockFailure
+from proxyapi.config.model import (
+    DEFAULT_MOCK_EMBEDDING_DIMENSIONS,
+    MockConfig,
+    MockFailure,
+    PriceOverride,
+    PricingConfig,
+    ProviderConfig,
+)
 
 # A stall or latency longer than this is a typo (milliseconds given as seconds): a request
 # would hold a worker thread for over ten minutes.
@@ -95,3 +102,15 @@ def _optional(data: Mapping[str, Any], where: str, key: str, check: Callable[[An
     if data.get(key) is None:
         return None
     return c.get(data, where, key, check, None)
+
+
+def free_mocks(pricing: PricingConfig, providers: tuple[ProviderConfig, ...]) -> PricingConfig:
+    """``pricing`` with a price of 0 for every mock provider's models, after the config's own
+    (the first match wins, so a price given for a mock, to try budgets, comes first): a mock
+    costs nothing, and an answer it made is priced at 0, not shown as unpriced."""
+    free = tuple(
+        PriceOverride(provider=p.name, model="*", input_per_mtok=0.0, output_per_mtok=0.0)
+        for p in providers
+        if p.type == "mock"
+    )
+    return PricingConfig(table=pricing.table, prices=pricing.prices + free) if free else pricing

@@ -11,7 +11,7 @@ from typing import Any
 
 from proxyapi.config import checks as c
 from proxyapi.config.checks import ConfigError
-from proxyapi.config.mock import parse_mock
+from proxyapi.config.mock import free_mocks, parse_mock
 from proxyapi.config.model import (
     BUDGET_PERIODS,
     CACHE_BACKENDS,
@@ -101,7 +101,7 @@ def parse_config(
         rate_limits=_parse_rate_limits(c.section(resolved, "rate_limits")),
         cache=_parse_cache(c.section(resolved, "cache"), env),
         responses=_parse_responses(c.section(resolved, "responses")),
-        pricing=parse_pricing(c.section(resolved, "pricing")),
+        pricing=free_mocks(parse_pricing(c.section(resolved, "pricing")), providers),
         usage=_parse_usage(c.section(resolved, "usage")),
         metrics=_parse_metrics(c.section(resolved, "metrics")),
         source=source,

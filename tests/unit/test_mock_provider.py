@@ -370,3 +370,18 @@ def test_shutting_a_stalled_answer_down_ends_it_at_once() -> None:
     raw.shutdown()
     reader.join(timeout=2)
     assert not reader.is_alive() and time.monotonic() - started < 1
+
+
+def test_a_mock_costs_nothing_unless_the_config_prices_it() -> None:
+    free = make_client()
+    r = free.post("/v1/chat/completions", json=CHAT, headers=HEADERS)
+    assert r.headers["X-ProxyAPI-Cost-USD"] == "0.000000"
+    priced = make_client(
+        pricing={
+            "prices": [
+                {"provider": "mock", "model": "*", "input_per_mtok": 1e4 / 10, "output_per_mtok": 1}
+            ]
+        }
+    )
+    r = priced.post("/v1/chat/completions", json=CHAT, headers=HEADERS)
+    assert float(r.headers["X-ProxyAPI-Cost-USD"]) > 0
