@@ -28,8 +28,13 @@ FILLER = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing",
 # How many words of the user's message the answer quotes.
 QUOTED_WORDS = 12
 # The longest answer a directive may ask for, and the most choices (n) one request gets.
-MAX_WORDS = 100_000
+# The longest answer a directive may ask for, in words over all choices (an answer is built in
+# memory: 20,000 stream events are about 5 MB), and the most choices (n) one request gets.
+MAX_WORDS = 20_000
 MAX_CHOICES = 16
+# OpenAI's own bound on one embeddings request, and a bound on the numbers in its answer.
+MAX_EMBEDDING_INPUTS = 2048
+MAX_EMBEDDING_VALUES = 1_000_000
 DEFAULT_MODELS = ("mock-chat", "mock-embedding")
 _GLOB = re.compile(r"[*?\[]")
 
@@ -42,13 +47,16 @@ def _prompt_tokens(value: Any) -> int:
     return max(1, math.ceil(len(encode_json(value)) / 4))
 
 
-def _words(quoted: str) -> list[str]:
-    """The answer's words, cut to the request's token cap."""
+def _words(request: Mapping[str, Any]) -> list[str]:
+    """The answer's words (before the request's token cap cuts them)."""
+    quoted = steering_text(request)
     steering = directives(quoted)
     if "words" in steering:
         count = whole(steering, "words")
-        if count > MAX_WORDS:
-            raise DirectiveError(f"[mock:words=N] takes at most {MAX_WORDS} words.")
+        if count * _choices(request) > MAX_WORDS:
+            raise DirectiveError(
+                f"[mock:words=N] takes at most {MAX_WORDS} words over all choices."
+            )
         words = [FILLER[i % len(FILLER)] for i in range(count)]
     else:
         words = TEXT.split()
@@ -90,7 +98,7 @@ class Chat:
         self.now = now
         self.n = _choices(request)
         self.tool = self._tool()
-        words = _words(steering_text(request))
+        words = _words(request)
         cap = _cap(request)
         self.finish = "stop"
         if cap is not None and len(words) > cap:
@@ -246,7 +254,7 @@ class Completion:
         self.model = str(request.get("model", "mock-chat"))
         self.id = f"cmpl-mock-{_digest(request)}"
         self.now = now
-        words = _words(steering_text(request))
+        words = _words(request)
         cap = _cap(request)
         self.finish = "stop"
         if cap is not None and len(words) > cap:
@@ -288,7 +296,8 @@ class Completion:
 
 
 def embeddings(request: Mapping[str, Any], default_dimensions: int) -> dict[str, Any]:
-    """One deterministic unit vector per input, from a hash of it."""
+    """One deterministic unit vector per input, from a hash of it; DirectiveError for more
+    than a bounded answer holds."""
     raw = request.get("input")
     inputs: list[Any] = (
         raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]
@@ -296,6 +305,11 @@ def embeddings(request: Mapping[str, Any], default_dimensions: int) -> dict[str,
     dims = request.get("dimensions")
     if not (isinstance(dims, int) and not isinstance(dims, bool) and 0 < dims <= 4096):
         dims = default_dimensions
+    if len(inputs) > MAX_EMBEDDING_INPUTS or len(inputs) * dims > MAX_EMBEDDING_VALUES:
+        raise DirectiveError(
+            f"The mock provider embeds at most {MAX_EMBEDDING_INPUTS} inputs and "
+            f"{MAX_EMBEDDING_VALUES} values per request."
+        )
     as_base64 = request.get("encoding_format") == "base64"
     data = []
     for i, item in enumerate(inputs):

@@ -272,7 +272,7 @@ def test_directives_steer_one_request() -> None:
     assert steered("[mock:latency=0.5]").latency == 0.5
     words = json.loads(steered("[mock:words=50]").parts[0])["choices"][0]["message"]["content"]
     assert len(words.split()) == 50
-    for bad in ("[mock:status=200]", "[mock:stall=-1]", "[mock:words=1e9]", "[mock:latency=x]"):
+    for bad in ("[mock:status=200]", "[mock:stall=-1]", "[mock:words=20001]", "[mock:latency=x]"):
         refused = steered(bad)
         assert refused.status == 400, bad
         assert json.loads(refused.parts[0])["error"]["code"] == "mock_directive"
@@ -385,3 +385,17 @@ def test_a_mock_costs_nothing_unless_the_config_prices_it() -> None:
     )
     r = priced.post("/v1/chat/completions", json=CHAT, headers=HEADERS)
     assert float(r.headers["X-ProxyAPI-Cost-USD"]) > 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**CHAT, "n": 16, "messages": [{"role": "user", "content": "[mock:words=2000]"}]},
+        {"model": "e", "input": ["x"] * 2049},
+        {"model": "e", "input": ["x"] * 300, "dimensions": 4096},
+    ],
+)
+def test_requests_for_huge_answers_get_a_400_not_a_huge_answer(body: dict[str, Any]) -> None:
+    path = "/embeddings" if "input" in body else "/chat/completions"
+    delivery = plan("POST", path, json.dumps(body).encode(), MockConfig(), ["*"], 1)
+    assert delivery.status == 400 and len(delivery.parts[0]) < 500
