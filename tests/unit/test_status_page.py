@@ -406,3 +406,15 @@ def test_the_status_config_is_checked() -> None:
         parse_config(config(session_ttl="long"))
     with pytest.raises(ConfigError, match="status"):
         parse_config(config(colour="blue"))
+
+
+def test_the_page_still_renders_when_redis_is_away(upstream: Any) -> None:
+    cfg = config()
+    cfg["redis"] = {**cfg["redis"], "url": "redis://127.0.0.1:1/0", "timeout": 0.2}
+    client = create_app(cfg).test_client()
+    resp = client.get("/status", headers={**bearer(ROOT), **HTML})
+    assert resp.status_code == 200
+    page = resp.get_data(as_text=True)
+    assert 'data-check="redis">unreachable' in page
+    assert "counters unreadable: user: ConnectionError" in page
+    assert "The usage log cannot be read (ConnectionError)." in page
