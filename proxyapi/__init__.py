@@ -23,6 +23,7 @@ from proxyapi import (
     redis_client,
     response_store,
     routing,
+    status,
     upstream,
 )
 from proxyapi.config import Config, load_config, parse_config
@@ -71,13 +72,15 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     shared = redis_client.connect(cfg.redis) if cfg.redis.url else None
     app.extensions[redis_client.EXTENSION] = shared
     workers = fleet.init_app(app, shared, cfg.redis.namespace, measured.redis_error)
+    # The status page's history hears the upstream calls beside the metrics (when it is on).
+    observer, recorded = status.observer(cfg, measured)
     up = upstream.init_app(
         app,
         cfg,
         client=shared,
         fleet=workers,
         provider_gate=app.extensions[ratelimit.EXTENSION].admit_provider,
-        observer=measured,
+        observer=observer,
     )
     measured.before_scrape.append(up.report_breakers)
     cached = cache.init_app(
@@ -95,9 +98,10 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         on_warn=measured.budget_warning,
     )
     response_store.init_app(app, cfg, cached.store)
-    keys_setup.init_app(app, cfg, shared)
+    managed = keys_setup.init_app(app, cfg, shared)
     if workers is not None:
         workers.register("cache", cached.store.stats)
     register(app)
+    status.init_app(app, cfg, recorded, workers, managed)
     cli.init_app(app)
     return app

@@ -32,7 +32,15 @@ EXTENSION = "proxyapi.auth"
 # Where the managed keys are kept (proxyapi.keys.setup.EXTENSION; not imported, to keep this
 # module free of the stores).
 MANAGED_EXTENSION = "proxyapi.keys"
-__all__ = ["EXTENSION", "KeyRing", "authenticate", "hash_key", "init_app", "is_sha256_hex"]
+__all__ = [
+    "EXTENSION",
+    "KeyRing",
+    "authenticate",
+    "hash_key",
+    "identify",
+    "init_app",
+    "is_sha256_hex",
+]
 
 NO_KEYS_MESSAGE = (
     "No API keys are configured, so every request is refused. Set PROXYAPI_KEYS=key1,key2 "
@@ -80,6 +88,15 @@ def authenticate() -> None:
     if request.endpoint in current_app.extensions.get("proxyapi.public_endpoints", ()):
         return
     ring: KeyRing = current_app.extensions[EXTENSION]
+    key = identify(presented_key(ring.header))
+    g.key = key
+    g.key_name = key.name
+
+
+def identify(token: str | None) -> KeyConfig:
+    """Return the key ``token`` is (config or managed); raise 401 otherwise, counting the
+    failure against the client's address (429 once it has failed too often)."""
+    ring: KeyRing = current_app.extensions[EXTENSION]
     managed: ManagedKeys | None = current_app.extensions.get(MANAGED_EXTENSION)
     if not ring and managed is None:
         raise AuthenticationFailed(NO_KEYS_MESSAGE, error_code="no_keys_configured")
@@ -88,7 +105,6 @@ def authenticate() -> None:
     wait = guard.auth_locked(address)
     if wait is not None:
         raise _locked_out(wait)
-    token = presented_key(ring.header)
     if token is None:
         raise AuthenticationFailed(
             f"Missing API key. Send it as 'Authorization: Bearer <key>' or '{ring.header}: <key>'.",
@@ -106,8 +122,7 @@ def authenticate() -> None:
         if not ring and managed is not None and not managed.keyset.count:
             raise AuthenticationFailed(NO_KEYS_MESSAGE, error_code="no_keys_configured")
         raise AuthenticationFailed("Invalid API key.")
-    g.key = key
-    g.key_name = key.name
+    return key
 
 
 def _failed(guard: Limits, address: str) -> None:

@@ -283,6 +283,21 @@ class Limits:
     def _hit(self, item: RateLimitItem, *ident: str, cost: int = 1) -> bool:
         return bool(self._run(lambda s: s.hit(item, self.prefix, *ident, cost=cost), True))
 
+    def standing(self, key: KeyConfig) -> list[tuple[RateLimitItem, int]]:
+        """Each of ``key``'s request limits with the hits it counts now (for the status page).
+
+        Reads the counters flask-limiter keeps for the ``key`` scope; applies the outage policy.
+        """
+        if not self.limiter.enabled:
+            return []
+        limits = key.limits if key.limits is not None else self.config.per_key
+        out = []
+        for item in _items(limits):
+            stats = self._stats(item, key.name, "key")
+            if stats is not None:
+                out.append((item, item.amount - stats.remaining))
+        return out
+
     def admit_provider(self, name: str) -> float | None:
         """Count one call to provider ``name``; None if under its caps, else seconds to wait."""
         for item in self.provider_items.get(name, []):

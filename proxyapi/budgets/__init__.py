@@ -303,6 +303,18 @@ class Budgets:
         self.lease = 2 * config.server.max_request_timeout
         self.errors = 0
 
+    def standing(self, key: KeyConfig) -> list[tuple[Rule, float]]:
+        """Each of ``key``'s budgets with what it has counted now (for the status page).
+
+        Read from the store the key's requests reserve in; raises what that store raises.
+        """
+        plan = self._plans(key)
+        if plan is None or not plan.rules:
+            return []
+        store: BudgetStore = self.shared if self.shared is not None else self.local
+        used = store.used(key.name, plan.rules, time.time())
+        return list(zip(plan.rules, used, strict=True))
+
     def applies(self, key: KeyConfig) -> bool:
         """Tell whether ``key`` has budgets or a concurrency limit."""
         return self._plans(key) is not None

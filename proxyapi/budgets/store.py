@@ -165,6 +165,8 @@ class BudgetStore(Protocol):
         concurrent: bool,
     ) -> None: ...
 
+    def used(self, key: str, rules: Sequence[Rule], now: float) -> tuple[float, ...]: ...
+
 
 def _windows(rules: Sequence[Rule], now: float) -> tuple[int, ...]:
     return tuple(int(now // r.seconds) for r in rules)
@@ -175,6 +177,12 @@ def _deltas(rules: Sequence[Rule], delta: int | Sequence[int]) -> tuple[int, ...
     if isinstance(delta, int):
         return (delta,) * len(rules)
     return tuple(delta)
+
+
+def _sliding(rule: Rule, cur: int, prev: int, now: float) -> float:
+    """A sliding window's count: the current window and the overlapping part of the last."""
+    elapsed = now % rule.seconds
+    return prev * (rule.seconds - elapsed) / rule.seconds + cur
 
 
 def _counter(base: str, rule: Rule, window: int) -> str:
@@ -256,6 +264,20 @@ class RedisBudgetStore:
             args += [change, rule.seconds]
         self._settle(keys=keys, args=args)
 
+    def used(self, key: str, rules: Sequence[Rule], now: float) -> tuple[float, ...]:
+        """What each budget has counted in its sliding window now (one MGET; for reports)."""
+        base, windows = self._base(key), _windows(rules, now)
+        names = [
+            name
+            for rule, window in zip(rules, windows, strict=True)
+            for name in (_counter(base, rule, window), _counter(base, rule, window - 1))
+        ]
+        values = self.client.mget(names) if names else []
+        counts = [int(v) if v else 0 for v in values]
+        return tuple(
+            _sliding(rule, counts[2 * i], counts[2 * i + 1], now) for i, rule in enumerate(rules)
+        )
+
 
 class MemoryBudgetStore:
     """The same counters in this process (embedded mode: exact with one worker)."""
@@ -329,3 +351,14 @@ class MemoryBudgetStore:
                     counts[window] = max(0, counts[window] + change)
             if concurrent:
                 self._slots.get(key, {}).pop(ticket, None)
+
+    def used(self, key: str, rules: Sequence[Rule], now: float) -> tuple[float, ...]:
+        """What each budget has counted in its sliding window now (for reports)."""
+        windows = _windows(rules, now)
+        with self._lock:
+            out = []
+            for rule, window in zip(rules, windows, strict=True):
+                counts = self._counts.get((key, rule.unit, rule.seconds), {})
+                cur, prev = counts.get(window, 0), counts.get(window - 1, 0)
+                out.append(_sliding(rule, cur, prev, now))
+            return tuple(out)

@@ -414,6 +414,20 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class StatusConfig:
+    """The status page at ``/status``."""
+
+    # Off: no route, and no recorder on the request path.
+    enabled: bool = True
+    # Seconds between the page's own reloads.
+    refresh: int = 15
+    # Seconds a sign-in through the form lasts.
+    session_ttl: int = 12 * 3600
+    # Rows in "nearest to exhaustion" and "spend by key".
+    top: int = 10
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration of one gateway."""
 
@@ -429,6 +443,7 @@ class Config:
     pricing: PricingConfig = PricingConfig()
     usage: UsageConfig = UsageConfig()
     metrics: MetricsConfig = MetricsConfig()
+    status: StatusConfig = StatusConfig()
     source: str = "defaults"
 
     @property

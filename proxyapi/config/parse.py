@@ -54,6 +54,7 @@ from proxyapi.config.model import (
     ResponsesConfig,
     RetryConfig,
     ServerConfig,
+    StatusConfig,
     TimeoutConfig,
     UsageConfig,
 )
@@ -88,6 +89,7 @@ def parse_config(
             "pricing",
             "usage",
             "metrics",
+            "status",
         ),
     )
     providers = _parse_providers(resolved.get("providers", []), env)
@@ -104,6 +106,7 @@ def parse_config(
         pricing=free_mocks(parse_pricing(c.section(resolved, "pricing")), providers),
         usage=_parse_usage(c.section(resolved, "usage")),
         metrics=_parse_metrics(c.section(resolved, "metrics")),
+        status=_parse_status(c.section(resolved, "status")),
         source=source,
     )
     if config.usage_store == "redis" and config.redis.url is None:
@@ -190,6 +193,18 @@ def _parse_usage(data: Mapping[str, Any]) -> UsageConfig:
 def _parse_metrics(data: Mapping[str, Any]) -> MetricsConfig:
     c.only(data, "metrics", ("require_admin",))
     return MetricsConfig(require_admin=c.get(data, "metrics", "require_admin", c.boolean, False))
+
+
+def _parse_status(data: Mapping[str, Any]) -> StatusConfig:
+    w = "status"
+    c.only(data, w, ("enabled", "refresh", "session_ttl", "top"))
+    default = StatusConfig()
+    return StatusConfig(
+        enabled=c.get(data, w, "enabled", c.boolean, default.enabled),
+        refresh=c.get(data, w, "refresh", c.positive_int, default.refresh),
+        session_ttl=c.get(data, w, "session_ttl", c.positive_int, default.session_ttl),
+        top=c.get(data, w, "top", c.positive_int, default.top),
+    )
 
 
 def _parse_redis(

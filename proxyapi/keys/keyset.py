@@ -79,6 +79,10 @@ class KeySet:
     def by_name(self, name: str) -> Entry | None:
         return self._by_name.get(name)
 
+    def configs(self) -> list[KeyConfig]:
+        """Every managed key's settings (as of the last read)."""
+        return [entry.config for entry in self._by_name.values()]
+
     @property
     def count(self) -> int:
         """How many managed keys there are (as of the last read)."""

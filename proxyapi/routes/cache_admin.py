@@ -35,6 +35,11 @@ def _merge(workers: list[dict[str, Any]]) -> dict[str, Any]:
 def stats() -> Response:
     """Cache statistics: merged over every worker with Redis, else this worker's."""
     auth.require_admin()
+    return jsonify(figures())
+
+
+def figures() -> dict[str, Any]:
+    """What ``GET /v1/cache/stats`` shows (the status page shows it too)."""
     c: cache.Cache = current_app.extensions[cache.EXTENSION]
     store = c.store
     workers = None
@@ -42,25 +47,25 @@ def stats() -> Response:
     if shared is not None:
         shared.publish()
         workers = shared.collect("cache")
-    figures = _merge(workers) if workers else store.stats()
-    totals = figures["totals"]
+    merged = _merge(workers) if workers else store.stats()
+    totals = merged["totals"]
     lookups = totals.get("hits", 0) + totals.get("misses", 0)
-    return jsonify(
-        backend=store.kind,
-        scope={
+    return {
+        "backend": store.kind,
+        "scope": {
             "counters": "all workers" if workers else "this worker",
             "workers_reporting": len(workers) if workers else 1,
         },
-        worker_pid=os.getpid(),
-        hit_rate=round(totals.get("hits", 0) / lookups, 4) if lookups else 0.0,
-        backend_size=store.backend_size(),
-        totals=totals,
-        categories={
-            cat: {"ttl": ttl, **figures["categories"].get(cat, {})}
+        "worker_pid": os.getpid(),
+        "hit_rate": round(totals.get("hits", 0) / lookups, 4) if lookups else 0.0,
+        "backend_size": store.backend_size(),
+        "totals": totals,
+        "categories": {
+            cat: {"ttl": ttl, **merged["categories"].get(cat, {})}
             for cat, ttl in store.config.ttl.items()
         },
-        memory_tier=figures["memory"],
-    )
+        "memory_tier": merged["memory"],
+    }
 
 
 @bp.delete("")

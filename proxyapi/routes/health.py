@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify
@@ -50,6 +51,14 @@ def ready() -> Response:
     ``namespace`` is the prefix of every key this deployment writes to shared stores (hosts of
     one deployment show the same one).
     """
+    body, refusing = readiness()
+    response = jsonify(body)
+    response.status_code = 503 if refusing else 200
+    return response
+
+
+def readiness() -> tuple[dict[str, Any], bool]:
+    """What ``GET /health/ready`` shows, and whether this worker refuses every request."""
     config: Config = current_app.extensions["proxyapi.config"]
     limits: ratelimit.Limits = current_app.extensions[ratelimit.EXTENSION]
     up: upstream.Upstream = current_app.extensions[upstream.EXTENSION]
@@ -78,6 +87,4 @@ def ready() -> Response:
         "checks": checks,
         "breakers": breakers,
     }
-    response = jsonify(body)
-    response.status_code = 503 if refusing else 200
-    return response
+    return body, refusing

@@ -78,7 +78,8 @@ def _param(name: str, choices: tuple[str, ...], default: str) -> str:
     return value
 
 
-def _row(acc: accounting.Accounting, row: UsageRow) -> dict[str, Any]:
+def row_view(acc: accounting.Accounting, row: UsageRow) -> dict[str, Any]:
+    """One row of the answer, priced now (the status page's spend is summed from these)."""
     usage = Usage(
         row.input_tokens,
         row.output_tokens,
@@ -187,7 +188,7 @@ def usage() -> Response:
             f"The usage log cannot be read right now ({exc.__class__.__name__}).",
             error_code="usage_log_unavailable",
         ) from exc
-    rows = [_row(acc, row) for row in found]
+    rows = [row_view(acc, row) for row in found]
     if fmt == "csv":
         return _csv(rows)
     return jsonify(
