@@ -66,6 +66,15 @@ def _words(request: Mapping[str, Any]) -> list[str]:
     return words
 
 
+def _capped_words(request: Mapping[str, Any]) -> tuple[list[str], str]:
+    """The answer's words cut to the request's token cap, and the finish reason that gives."""
+    words = _words(request)
+    cap = _cap(request)
+    if cap is not None and len(words) > cap:
+        return words[:cap], "length"
+    return words, "stop"
+
+
 def _cap(request: Mapping[str, Any]) -> int | None:
     for key in ("max_completion_tokens", "max_tokens"):
         value = request.get(key)
@@ -98,13 +107,8 @@ class Chat:
         self.now = now
         self.n = _choices(request)
         self.tool = self._tool()
-        words = _words(request)
-        cap = _cap(request)
-        self.finish = "stop"
-        if cap is not None and len(words) > cap:
-            words, self.finish = words[:cap], "length"
-        self.words = words
-        self.content = self._content(words)
+        self.words, self.finish = _capped_words(request)
+        self.content = self._content(self.words)
         if self.tool is not None:
             self.finish = "tool_calls"
 
@@ -254,12 +258,7 @@ class Completion:
         self.model = str(request.get("model", "mock-chat"))
         self.id = f"cmpl-mock-{_digest(request)}"
         self.now = now
-        words = _words(request)
-        cap = _cap(request)
-        self.finish = "stop"
-        if cap is not None and len(words) > cap:
-            words, self.finish = words[:cap], "length"
-        self.words = words
+        self.words, self.finish = _capped_words(request)
 
     def usage(self) -> dict[str, Any]:
         prompt = _prompt_tokens(self.request.get("prompt"))
