@@ -66,8 +66,6 @@ class Metrics:
     unpriced: Counter
     budget_warnings: Counter
     usage_errors: Counter
-    cache_inconsistencies: Counter
-    worker_starts: Counter
     # Called before each scrape, to bring gauges up to date (breaker states).
     before_scrape: list[Callable[[], None]] = field(default_factory=list)
 
@@ -92,12 +90,6 @@ class Metrics:
 
     def cache_result(self, category: str, result: str) -> None:
         self.cache_results.labels(category, result).inc()
-
-    def cache_inconsistency(self, kind: str) -> None:
-        """A cached value that could not be trusted: ``refused`` (malformed, unsigned, or
-        stored under another key) or ``stale_memory`` (the memory tier disagreed with the
-        shared store)."""
-        self.cache_inconsistencies.labels(kind).inc()
 
     def rejected(self, scope: str) -> None:
         self.rejections.labels(scope).inc()
@@ -219,18 +211,6 @@ def _build(registry: CollectorRegistry) -> Metrics:
         usage_errors=counter(
             "usage_write_errors", "Writes of the usage log that failed (retried).", ()
         ),
-        cache_inconsistencies=counter(
-            "cache_inconsistencies",
-            "Cached values not trusted, by kind: refused (malformed, unsigned or under another "
-            "key; a miss) or stale_memory (the memory tier disagreed with the shared store).",
-            ("kind",),
-        ),
-        worker_starts=counter(
-            "worker_starts",
-            "Worker processes started (one per app built in a worker): more than the workers "
-            "configured means workers died and were replaced.",
-            (),
-        ),
     )
 
 
@@ -246,7 +226,6 @@ def scrape(registry: CollectorRegistry) -> bytes:
 def init_app(app: Flask, config: Config) -> Metrics:
     """Create the metrics and serve them at ``GET /metrics``."""
     metrics = _build(CollectorRegistry(auto_describe=True))
-    metrics.worker_starts.inc()
     app.extensions[EXTENSION] = metrics
     for provider in config.providers:
         metrics.breaker(provider.name, "closed")

@@ -146,7 +146,6 @@ def init_app(
     shared: redis.Redis | None = None,
     observer: Callable[[str, str], None] | None = None,
     on_redis_error: Callable[[str], None] | None = None,
-    on_inconsistency: Callable[[str], None] | None = None,
 ) -> Cache:
     """Build the cache for ``config`` and keep it in ``app.extensions``."""
     backend, kind = _backend(app, config, shared)
@@ -158,13 +157,7 @@ def init_app(
             clock=time.time,  # entries expire on wall-clock times
         )
     store = CacheStore(
-        backend,
-        config.cache,
-        kind,
-        memory,
-        observer=observer,
-        on_redis_error=on_redis_error,
-        on_inconsistency=on_inconsistency,
+        backend, config.cache, kind, memory, observer=observer, on_redis_error=on_redis_error
     )
     cache = Cache(
         store,

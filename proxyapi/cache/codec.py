@@ -25,7 +25,6 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -111,8 +110,6 @@ class EntryCodec(BaseSerializer):
     def __init__(self, signing_key: bytes | None = None) -> None:
         self.signing_key = signing_key
         self.rejected = 0
-        # Told of every refused value (the metrics' count of cache inconsistencies).
-        self.on_refuse: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._logged_at = 0.0
 
@@ -188,8 +185,6 @@ class EntryCodec(BaseSerializer):
 
     def refuse(self, why: str) -> None:
         """Count (and now and then log) a stored value that is treated as a miss."""
-        if self.on_refuse is not None:
-            self.on_refuse()
         with self._lock:
             self.rejected += 1
             now = time.monotonic()

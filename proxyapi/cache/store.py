@@ -70,7 +70,6 @@ class CacheStore:
         clock: Callable[[], float] = time.time,
         observer: Callable[[str, str], None] | None = None,
         on_redis_error: Callable[[str], None] | None = None,
-        on_inconsistency: Callable[[str], None] | None = None,
     ) -> None:
         self.backend = backend
         self.config = config
@@ -90,10 +89,6 @@ class CacheStore:
         # The backend's serializer: plain JSON, checked on read (see proxyapi.cache.codec).
         codec = getattr(backend, "serializer", None)
         self.codec = codec if isinstance(codec, EntryCodec) else None
-        # Told "refused" or "stale_memory" for each value not trusted (for the metrics).
-        self.on_inconsistency = on_inconsistency
-        if self.codec is not None and on_inconsistency is not None:
-            self.codec.on_refuse = lambda: on_inconsistency("refused")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -364,8 +359,6 @@ class CacheStore:
             if shared != mine[0]:
                 self.memory.delete(full)
                 self.counts["all"]["inconsistencies"] += 1
-                if self.on_inconsistency is not None:
-                    self.on_inconsistency("stale_memory")
                 dropped += 1
         return dropped
 
