@@ -113,6 +113,8 @@ def exposed() -> dict[str, set[str]]:
         for name, kind in re.findall(r"^# TYPE (proxyapi_\S+) (\w+)$", text, re.M)
         if not name.endswith("_created")
     ]
+    # A scrape shows a metric's labels only once it has a series; prometheus-client keeps
+    # the declared ones on the metric object.
     labels = {
         m._name: set(m._labelnames) | TARGET_LABELS
         for m in vars(app.extensions[METRICS]).values()
