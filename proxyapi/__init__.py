@@ -84,7 +84,12 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     )
     measured.before_scrape.append(up.report_breakers)
     cached = cache.init_app(
-        app, cfg, shared, observer=measured.cache_result, on_redis_error=measured.redis_error
+        app,
+        cfg,
+        shared,
+        observer=measured.cache_result,
+        on_redis_error=measured.redis_error,
+        on_refuse=measured.cache_refusal,
     )
     accounts = accounting.init_app(
         app, cfg, shared, on_cost=measured.priced, on_error=measured.usage_error

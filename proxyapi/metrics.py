@@ -66,6 +66,8 @@ class Metrics:
     unpriced: Counter
     budget_warnings: Counter
     usage_errors: Counter
+    cache_refused: Counter
+    worker_starts: Counter
     # Called before each scrape, to bring gauges up to date (breaker states).
     before_scrape: list[Callable[[], None]] = field(default_factory=list)
 
@@ -111,6 +113,10 @@ class Metrics:
     def usage_error(self, exc: Exception) -> None:
         """The usage log failed to write a batch (kept for the next flush) or dropped usage."""
         self.usage_errors.inc()
+
+    def cache_refusal(self, reason: str) -> None:
+        """A stored cache value was refused on read and served as a miss (see cache.codec)."""
+        self.cache_refused.labels(reason).inc()
 
 
 def _build(registry: CollectorRegistry) -> Metrics:
@@ -211,6 +217,17 @@ def _build(registry: CollectorRegistry) -> Metrics:
         usage_errors=counter(
             "usage_write_errors", "Writes of the usage log that failed (retried).", ()
         ),
+        cache_refused=counter(
+            "cache_refused",
+            "Stored cache values refused on read and served as misses, by reason: malformed, "
+            "signature (unsigned or wrongly signed), misplaced (under another key), shape.",
+            ("reason",),
+        ),
+        worker_starts=counter(
+            "worker_starts",
+            "Worker processes started (one per app built) since the server started.",
+            (),
+        ),
     )
 
 
@@ -227,6 +244,10 @@ def init_app(app: Flask, config: Config) -> Metrics:
     """Create the metrics and serve them at ``GET /metrics``."""
     metrics = _build(CollectorRegistry(auto_describe=True))
     app.extensions[EXTENSION] = metrics
+    # gunicorn builds the app once in each worker after the fork (preload_app is off), so this
+    # counts worker processes; a dead worker's file stays, so the total only grows until the
+    # server restarts, and a crash loop shows as a steep climb.
+    metrics.worker_starts.inc()
     for provider in config.providers:
         metrics.breaker(provider.name, "closed")
     require_admin = config.metrics.require_admin

@@ -106,7 +106,7 @@ class ResponseStore:
             return None
         stored = _read(entry.value, owner, response_id)
         if stored is None and self.store.codec is not None:
-            self.store.codec.refuse("a stored response of the wrong shape")
+            self.store.codec.refuse("a stored response of the wrong shape", "shape")
         return stored
 
     def delete(self, owner: str, response_id: str) -> bool:

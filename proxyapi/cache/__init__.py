@@ -70,7 +70,7 @@ class Cache:
             if valid is None or valid(entry.value):
                 return entry.value
             if self.store.codec is not None:
-                self.store.codec.refuse(f"a {category} value of the wrong shape")
+                self.store.codec.refuse(f"a {category} value of the wrong shape", "shape")
         try:
             value = loader()
         except ProxyAPIError as exc:
@@ -101,7 +101,12 @@ def prepare_file_cache(config: Config) -> Path:
     return ensure_private_dir(folder, "cache.dir")
 
 
-def _backend(app: Flask, config: Config, shared: redis.Redis | None) -> tuple[BaseCache, str]:
+def _backend(
+    app: Flask,
+    config: Config,
+    shared: redis.Redis | None,
+    on_refuse: Callable[[str], None] | None = None,
+) -> tuple[BaseCache, str]:
     """Build the flask-caching backend the config asks for, with the JSON codec installed."""
     kind = config.cache_backend
     if kind == "none":
@@ -136,7 +141,8 @@ def _backend(app: Flask, config: Config, shared: redis.Redis | None) -> tuple[Ba
     backend: BaseCache = flask_cache.cache
     # cachelib's hook for how values are written and read: plain JSON instead of pickle.
     key = config.cache.signing_key
-    backend.serializer = EntryCodec(key.encode("utf-8") if key else None)  # type: ignore[attr-defined]
+    codec = EntryCodec(key.encode("utf-8") if key else None, on_refuse)
+    backend.serializer = codec  # type: ignore[attr-defined]
     return backend, kind
 
 
@@ -146,9 +152,13 @@ def init_app(
     shared: redis.Redis | None = None,
     observer: Callable[[str, str], None] | None = None,
     on_redis_error: Callable[[str], None] | None = None,
+    on_refuse: Callable[[str], None] | None = None,
 ) -> Cache:
-    """Build the cache for ``config`` and keep it in ``app.extensions``."""
-    backend, kind = _backend(app, config, shared)
+    """Build the cache for ``config`` and keep it in ``app.extensions``.
+
+    ``on_refuse`` is told the reason of every stored value refused on read (the metric).
+    """
+    backend, kind = _backend(app, config, shared, on_refuse)
     memory = None
     if config.cache.memory_tier:
         memory = MemoryTier(

@@ -25,6 +25,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -62,6 +63,16 @@ class Entry:
 
 class Rejected(ValueError):
     """A stored value that is not an entry this gateway wrote."""
+
+    # The metric's label: malformed, signature, misplaced (under another key), shape.
+    reason = "malformed"
+
+
+class BadSignature(Rejected):
+    """A value unsigned where a signature is required, signed with another key, or signed
+    where this configuration signs nothing."""
+
+    reason = "signature"
 
 
 def _to_json(value: Any, depth: int = 0) -> Any:
@@ -107,8 +118,12 @@ def _count(value: Any) -> bool:
 class EntryCodec(BaseSerializer):
     """cachelib serializer for :class:`Entry` values: JSON out, checked JSON in, no pickle."""
 
-    def __init__(self, signing_key: bytes | None = None) -> None:
+    def __init__(
+        self, signing_key: bytes | None = None, on_refuse: Callable[[str], None] | None = None
+    ) -> None:
         self.signing_key = signing_key
+        # Told the reason of every refusal: the Prometheus counter.
+        self.on_refuse = on_refuse
         self.rejected = 0
         self._lock = threading.Lock()
         self._logged_at = 0.0
@@ -142,7 +157,7 @@ class EntryCodec(BaseSerializer):
         try:
             return self.decode(bytes(bvalue))
         except Rejected as exc:
-            self.refuse(str(exc))
+            self.refuse(str(exc), exc.reason)
             return None
 
     def load(self, f: IO[bytes], *args: Any, **kwargs: Any) -> Entry | None:
@@ -152,13 +167,15 @@ class EntryCodec(BaseSerializer):
         """Turn stored bytes back into an :class:`Entry`; raise :class:`Rejected` otherwise."""
         if raw.startswith(SIGNED):
             mac, sep, document = raw[len(SIGNED) :].partition(b":")
-            if self.signing_key is None or not sep:
-                raise Rejected("signed by another configuration" if sep else "malformed")
+            if not sep:
+                raise Rejected("malformed")
+            if self.signing_key is None:
+                raise BadSignature("signed by another configuration")
             if not hmac.compare_digest(mac, self._mac(document).encode("ascii")):
-                raise Rejected("wrong signature")
+                raise BadSignature("wrong signature")
         elif raw.startswith(PLAIN):
             if self.signing_key is not None:
-                raise Rejected("not signed")
+                raise BadSignature("not signed")
             document = raw[len(PLAIN) :]
         else:
             raise Rejected("not a ProxyAPI cache entry (a pickle, or another program's)")
@@ -183,8 +200,14 @@ class EntryCodec(BaseSerializer):
         assert self.signing_key is not None
         return hmac.new(self.signing_key, document, hashlib.sha256).hexdigest()
 
-    def refuse(self, why: str) -> None:
-        """Count (and now and then log) a stored value that is treated as a miss."""
+    def refuse(self, why: str, reason: str = "malformed") -> None:
+        """Count (and now and then log) a stored value that is treated as a miss.
+
+        ``reason`` is the metric's bounded label (see :attr:`Rejected.reason`); ``why`` is
+        only logged.
+        """
+        if self.on_refuse is not None:
+            self.on_refuse(reason)
         with self._lock:
             self.rejected += 1
             now = time.monotonic()

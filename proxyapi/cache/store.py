@@ -152,7 +152,7 @@ class CacheStore:
             return None
         if raw.key != full:  # copied from another key: refused like a malformed value
             if self.codec is not None:
-                self.codec.refuse("an entry stored under another key")
+                self.codec.refuse("an entry stored under another key", "misplaced")
             return None
         return raw
 
