@@ -23,6 +23,7 @@ from proxyapi import (
     redis_client,
     response_store,
     routing,
+    tracing,
     upstream,
 )
 from proxyapi.config import Config, load_config, parse_config
@@ -63,6 +64,9 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(app, cfg.secrets())
     measured = metrics.init_app(app, cfg)
     observe.init_app(app, measured)
+    # After the request record (its span ends with what the record says), before the key and
+    # limits (a refused request is traced too). Off: nothing installed, nothing imported.
+    traced = tracing.init_app(app, cfg)
     errors.init_app(app)
     auth.init_app(app, cfg.auth)
     ratelimit.init_app(app, cfg, on_reject=measured.rejected, on_redis_error=measured.redis_error)
@@ -79,6 +83,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         provider_gate=app.extensions[ratelimit.EXTENSION].admit_provider,
         observer=measured,
     )
+    up.tracer = traced
     measured.before_scrape.append(up.report_breakers)
     cached = cache.init_app(
         app, cfg, shared, observer=measured.cache_result, on_redis_error=measured.redis_error
