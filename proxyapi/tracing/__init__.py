@@ -8,6 +8,7 @@ one it is without tracing. The spans themselves are made in :mod:`proxyapi.traci
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -17,18 +18,21 @@ from proxyapi.config import Config, ConfigError
 if TYPE_CHECKING:
     from proxyapi.tracing.spans import Tracing
 
-__all__ = ["EXTENSION", "init_app", "worker_exit"]
+__all__ = ["EXTENSION", "check", "init_app", "worker_exit"]
 
 EXTENSION = "proxyapi.tracing"
 INSTALL = "pip install -r requirements-tracing.txt"
 
 
-def init_app(app: Flask, cfg: Config) -> Tracing | None:
-    """Install the request hooks when tracing is on and return the tracer; None when off."""
-    if not cfg.tracing.enabled:
-        return None
+def check(cfg: Config) -> None:
+    """Refuse to start a traced gateway without the extra (gunicorn's master asks first)."""
+    if cfg.tracing.enabled:
+        _spans()
+
+
+def _spans() -> ModuleType:
     try:
-        from proxyapi.tracing.spans import Tracing
+        from proxyapi.tracing import spans
     except ImportError as exc:
         if not (exc.name or "").startswith(("opentelemetry", "google")):
             raise
@@ -37,7 +41,14 @@ def init_app(app: Flask, cfg: Config) -> Tracing | None:
             f"tracing.enabled is set) but the tracing extra is not installed: {INSTALL} "
             f"(missing: {exc.name})"
         ) from None
-    tracing = Tracing(cfg)
+    return spans
+
+
+def init_app(app: Flask, cfg: Config) -> Tracing | None:
+    """Install the request hooks when tracing is on and return the tracer; None when off."""
+    if not cfg.tracing.enabled:
+        return None
+    tracing: Tracing = _spans().Tracing(cfg)
     app.extensions[EXTENSION] = tracing
     app.before_request(tracing.start_request)
     app.after_request(tracing.finish_request)

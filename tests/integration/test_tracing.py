@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -119,3 +120,23 @@ def test_spans_reach_an_otlp_receiver_in_the_clients_trace(
     for secret in (ALICE_KEY, BOB_KEY, UPSTREAM_KEY, PROMPT):
         assert secret.encode() not in exported
     assert receiver.paths and set(receiver.paths) == {"/v1/traces"}
+
+
+def test_on_without_the_extra_the_gateway_refuses_to_start(
+    fake: FakeUpstream, launch: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "without-extra"
+    blocker.mkdir()
+    # As if requirements-tracing.txt were not installed (redis-py's optional import copes).
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['opentelemetry.sdk'] = None\n"
+    )
+    with pytest.raises(RuntimeError) as info:
+        launch(
+            base_config(fake),
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "PYTHONPATH": str(blocker)},
+        )
+    # One line from the master, before any worker starts.
+    assert "proxyapi: config error: tracing is on (OTEL_EXPORTER_OTLP_ENDPOINT" in str(info.value)
+    assert "pip install -r requirements-tracing.txt" in str(info.value)
+    assert "Booting worker" not in str(info.value)
