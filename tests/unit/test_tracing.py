@@ -38,7 +38,7 @@ def config(fake: FakeUpstream, providers: int = 1, max_attempts: int = 1, **extr
             "type": "openai",
             "base_url": fake.base_url,
             "api_key_env": "FAKE_UPSTREAM_KEY",
-            "models": ["gpt-4o-mini"],
+            "models": ["gpt-4o-mini", "text-embedding-3-small"],
             "priority": priority,
             "timeout": {"connect": 2, "read": 3},
             "retry": {"max_attempts": max_attempts, "base_delay": 0, "max_delay": 0},
@@ -364,3 +364,51 @@ def test_off_the_client_traceparent_is_not_sent_upstream(
     )
     [call] = fake.calls("/chat/completions")
     assert "traceparent" not in {k.lower() for k in call.headers}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "operation", "model"),
+    [
+        (
+            "/v1/embeddings",
+            {"model": "text-embedding-3-small", "input": "hi"},
+            "embeddings",
+            "text-embedding-3-small",
+        ),
+        (
+            "/v1/completions",
+            {"model": "gpt-4o-mini", "prompt": "hi"},
+            "text_completion",
+            "gpt-4o-mini",
+        ),
+    ],
+)
+def test_other_operations_are_named_after_the_genai_conventions(
+    traced: Make, fake: FakeUpstream, path: str, body: dict[str, Any], operation: str, model: str
+) -> None:
+    client, exporter = traced()
+    resp = post(client, path, json=body, headers=AUTH)
+    assert resp.status_code == 200, resp.json
+    [server] = by_kind(exporter, SpanKind.SERVER)
+    [attempt] = by_kind(exporter, SpanKind.CLIENT)
+    assert server.name == f"POST {path}"
+    assert server.attributes["gen_ai.operation.name"] == operation  # type: ignore[index]
+    assert attempt.name == f"{operation} {model}"
+
+
+def test_a_priced_answer_carries_its_cost_and_the_mock_provider_is_named() -> None:
+    app = create_app(
+        {
+            "auth": {"keys": [{"name": "alice", "sha256": hash_key(ALICE_KEY)}]},
+            "providers": [{"name": "m", "type": "mock"}],
+            "tracing": {"enabled": True},
+        }
+    )
+    exporter = InMemorySpanExporter()
+    app.extensions[tracing.EXTENSION].make_processor = lambda: SimpleSpanProcessor(exporter)
+    resp = post(app.test_client(), "/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert resp.status_code == 200, resp.json
+    [server] = by_kind(exporter, SpanKind.SERVER)
+    assert server.attributes["proxyapi.cost.usd"] == 0.0  # type: ignore[index]
+    assert server.attributes["gen_ai.provider.name"] == "mock"  # type: ignore[index]
+    app.extensions[tracing.EXTENSION].shutdown()
