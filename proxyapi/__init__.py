@@ -65,7 +65,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     measured = metrics.init_app(app, cfg)
     observe.init_app(app, measured)
     # After the request record (its span ends with what the record says), before the key and
-    # limits (a refused request is traced too). Off: nothing installed, nothing imported.
+    # limits (a refused request is traced too). Off: no hook, and no OpenTelemetry import.
     traced = tracing.init_app(app, cfg)
     errors.init_app(app)
     auth.init_app(app, cfg.auth)

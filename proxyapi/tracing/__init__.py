@@ -2,8 +2,9 @@
 
 On when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set, or
 ``tracing.enabled: true``; it needs the extra (``pip install -r requirements-tracing.txt``).
-Off, nothing of OpenTelemetry is imported and no hook is installed: the request path is the
-one it is without tracing. The spans themselves are made in :mod:`proxyapi.tracing.spans`.
+Off, the gateway imports nothing of OpenTelemetry (redis-py may, for its own optional
+metrics) and installs no hook: the request path is the one it is without tracing. The spans
+themselves are made in :mod:`proxyapi.tracing.spans`.
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ class Upstream:
         self._cooldowns: dict[str, float] = {}
         self.provider_gate: Callable[[str], float | None] | None = None
         self.observer: Observer = observer or NO_OBSERVER
-        # None unless tracing is on: then the only cost to an untraced gateway is this check.
+        # None unless tracing is on; an untraced gateway pays one check per request for it.
         self.tracer: AttemptTracer | None = None
 
     # ----------------------------------------------------------------- connections
