@@ -91,6 +91,13 @@ def on_reload(server):
     serving.on_reload(server)
 
 
+def worker_exit(server, worker):
+    """In a worker, as it exits: send the spans it still holds (tracing, when on)."""
+    from proxyapi import tracing
+
+    tracing.worker_exit(worker)
+
+
 def child_exit(server, worker):
     """In the master, when a worker has exited."""
     from proxyapi import serving

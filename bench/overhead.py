@@ -168,6 +168,7 @@ def start_gateway(
     }
     if redis_url:
         env["REDIS_URL"] = redis_url
+    env.update(variant.get("env", {}))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],

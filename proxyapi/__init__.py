@@ -24,6 +24,7 @@ from proxyapi import (
     response_store,
     routing,
     status,
+    tracing,
     upstream,
 )
 from proxyapi.config import Config, load_config, parse_config
@@ -64,6 +65,9 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(app, cfg.secrets())
     measured = metrics.init_app(app, cfg)
     observe.init_app(app, measured)
+    # After the request record (its span ends with what the record says), before the key and
+    # limits (a refused request is traced too). Off: no hook, and no OpenTelemetry import.
+    traced = tracing.init_app(app, cfg)
     errors.init_app(app)
     auth.init_app(app, cfg.auth)
     ratelimit.init_app(app, cfg, on_reject=measured.rejected, on_redis_error=measured.redis_error)
@@ -82,6 +86,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         provider_gate=app.extensions[ratelimit.EXTENSION].admit_provider,
         observer=observer,
     )
+    up.tracer = traced
     measured.before_scrape.append(up.report_breakers)
     cached = cache.init_app(
         app,

@@ -13,6 +13,7 @@ import os
 import shutil
 from typing import Any
 
+from proxyapi import tracing
 from proxyapi.config import Config, ConfigError, load_config
 from proxyapi.private_dir import ensure_private_dir
 from proxyapi.ratelimit import per_process_problem
@@ -34,6 +35,7 @@ def _check(workers: int) -> Config:
     problem = per_process_problem(config, workers)
     if problem:
         raise _Refused(problem)
+    tracing.check(config)  # the extra missing: one line here, not a traceback per worker
     if config.cache_backend == "filesystem":
         from proxyapi.cache import prepare_file_cache
 

@@ -20,6 +20,7 @@ from proxyapi.config.model import (
     RetryConfig,
     ServerConfig,
     TimeoutConfig,
+    TracingConfig,
 )
 from proxyapi.config.parse import derived_namespace, parse_config
 
@@ -39,6 +40,7 @@ __all__ = [
     "RetryConfig",
     "ServerConfig",
     "TimeoutConfig",
+    "TracingConfig",
     "config_from_env",
     "derived_namespace",
     "load_config",

@@ -413,6 +413,21 @@ class MetricsConfig:
     require_admin: bool = False
 
 
+# Largest prompt or answer put in a span event with tracing.capture_content (UTF-8 bytes).
+DEFAULT_TRACING_CONTENT_MAX_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry tracing (the optional extra, proxyapi.tracing)."""
+
+    # On when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set, unless tracing.enabled says otherwise.
+    enabled: bool = False
+    # Prompts and answers in span events: off, as they may hold what must not leave the host.
+    capture_content: bool = False
+    content_max_bytes: int = DEFAULT_TRACING_CONTENT_MAX_BYTES
+
+
 @dataclass(frozen=True)
 class StatusConfig:
     """The status page at ``/status``."""
@@ -444,6 +459,7 @@ class Config:
     usage: UsageConfig = UsageConfig()
     metrics: MetricsConfig = MetricsConfig()
     status: StatusConfig = StatusConfig()
+    tracing: TracingConfig = TracingConfig()
     source: str = "defaults"
 
     @property

@@ -35,6 +35,7 @@ from proxyapi.config.model import (
     DEFAULT_REDIS_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RESPONSES_STORE_TTL,
+    DEFAULT_TRACING_CONTENT_MAX_BYTES,
     LIMIT_STRATEGIES,
     PROVIDER_TYPE_OPTIONS,
     PROVIDER_TYPES,
@@ -56,6 +57,7 @@ from proxyapi.config.model import (
     ServerConfig,
     StatusConfig,
     TimeoutConfig,
+    TracingConfig,
     UsageConfig,
 )
 from proxyapi.config.pricing import parse_pricing
@@ -90,6 +92,7 @@ def parse_config(
             "usage",
             "metrics",
             "status",
+            "tracing",
         ),
     )
     providers = _parse_providers(resolved.get("providers", []), env)
@@ -107,6 +110,7 @@ def parse_config(
         usage=_parse_usage(c.section(resolved, "usage")),
         metrics=_parse_metrics(c.section(resolved, "metrics")),
         status=_parse_status(c.section(resolved, "status")),
+        tracing=_parse_tracing(c.section(resolved, "tracing"), env),
         source=source,
     )
     if config.usage_store == "redis" and config.redis.url is None:
@@ -204,6 +208,32 @@ def _parse_status(data: Mapping[str, Any]) -> StatusConfig:
         refresh=c.get(data, w, "refresh", c.positive_int, default.refresh),
         session_ttl=c.get(data, w, "session_ttl", c.positive_int, default.session_ttl),
         top=c.get(data, w, "top", c.positive_int, default.top),
+    )
+
+
+# The standard variables that name where spans go; either one turns tracing on.
+OTLP_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def _parse_tracing(data: Mapping[str, Any], env: Mapping[str, str]) -> TracingConfig:
+    c.only(data, "tracing", ("enabled", "capture_content", "content_max_bytes"))
+    # The SDK's own switch (OTEL_SDK_DISABLED=true) wins, as it does for any OpenTelemetry SDK.
+    disabled = env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    by_env = any(env.get(var, "").strip() for var in OTLP_ENDPOINT_VARS)
+    enabled = c.get(data, "tracing", "enabled", c.boolean, by_env) and not disabled
+    for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = env.get(var, "").strip()
+        if enabled and protocol and protocol != "http/protobuf":
+            raise ConfigError(
+                f"{var} is {protocol!r}: the gateway exports spans over OTLP/HTTP only "
+                "(http/protobuf, port 4318)"
+            )
+    return TracingConfig(
+        enabled=enabled,
+        capture_content=c.get(data, "tracing", "capture_content", c.boolean, False),
+        content_max_bytes=c.get(
+            data, "tracing", "content_max_bytes", c.positive_int, DEFAULT_TRACING_CONTENT_MAX_BYTES
+        ),
     )
 
 

@@ -58,6 +58,10 @@ READ_SIZE = 64 * 1024
 
 T = TypeVar("T")
 
+if TYPE_CHECKING:
+    # One call to one target: its verdict, its result, or the error to answer with.
+    Attempt = Callable[[Target, UpstreamRequest], tuple[Verdict, T | None, ProxyAPIError | None]]
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -119,6 +123,15 @@ class _NoObserver:
 
 
 NO_OBSERVER = _NoObserver()
+
+
+class AttemptTracer(Protocol):
+    """What wraps each call to a provider in a span (proxyapi.tracing, only when it is on)."""
+
+    def traced(self, attempt: Attempt[T]) -> Attempt[T]:
+        """Return ``attempt`` traced: a span per call, its context sent along."""
+
+
 _OUTCOME = {
     Verdict.OK: "ok",
     Verdict.FALLBACK: "declined",  # 404, 429: not its fault, the next provider is tried
@@ -169,6 +182,8 @@ class Upstream:
         self._cooldowns: dict[str, float] = {}
         self.provider_gate: Callable[[str], float | None] | None = None
         self.observer: Observer = observer or NO_OBSERVER
+        # None unless tracing is on; an untraced gateway pays one check per request for it.
+        self.tracer: AttemptTracer | None = None
 
     # ----------------------------------------------------------------- connections
 
@@ -221,6 +236,8 @@ class Upstream:
         ``prepare`` builds a target's call; an InvalidRequest from it (a provider that cannot
         honour the request) moves on to the next target without calling anybody.
         """
+        if self.tracer is not None:
+            attempt = self.tracer.traced(attempt)
         with call_state(deadline) as state:
             tally = _Tally()
             for target in targets:

@@ -111,6 +111,8 @@ class CallState:
     attempts: int = 0
     retries: int = 0
     upstream_seconds: float = 0.0
+    # Told (status or error, seconds to wait) when a call is to be retried: tracing, when on.
+    on_retry: Callable[[int | None, Exception | None, float], None] | None = None
 
 
 # urllib3 calls Retry.increment() with no way to pass per-request data through requests, so
@@ -230,6 +232,8 @@ class ProviderRetry(Retry):
                 raise give_up()
             state.attempts += 1
             state.retries += 1
+            if state.on_retry is not None:
+                state.on_retry(getattr(response, "status", None), error, wait)
         new.planned = wait
         return new
 
