@@ -426,6 +426,8 @@ class TracingConfig:
     # Prompts and answers in span events: off, as they may hold what must not leave the host.
     capture_content: bool = False
     content_max_bytes: int = DEFAULT_TRACING_CONTENT_MAX_BYTES
+    # The values of OTEL_EXPORTER_OTLP_(TRACES_)HEADERS (a collector's token), kept out of logs.
+    header_secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -509,4 +511,5 @@ class Config:
             password = urlsplit(url).password if url else None
             if password:
                 found.append(password)
+        found.extend(self.tracing.header_secrets)
         return found

@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from proxyapi.config import checks as c
 from proxyapi.config.checks import ConfigError
@@ -213,6 +214,23 @@ def _parse_status(data: Mapping[str, Any]) -> StatusConfig:
 
 # The standard variables that name where spans go; either one turns tracing on.
 OTLP_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+# The exporter's headers (``k=v,k2=v2``, URL-encoded, as the SDK reads them): a collector's
+# token goes there. Values shorter than this are no secret (a tenant id, "1"), and scrubbing
+# them from every log line would garble it.
+OTLP_HEADER_VARS = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+MIN_HEADER_SECRET_CHARS = 8
+
+
+def _header_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The exporter's header values, and each word of them (``Bearer <token>``)."""
+    found = []
+    for var in OTLP_HEADER_VARS:
+        for item in env.get(var, "").split(","):
+            value = unquote(item.partition("=")[2].strip())
+            if len(value) >= MIN_HEADER_SECRET_CHARS:
+                found.append(value)
+                found.extend(p for p in value.split() if len(p) >= MIN_HEADER_SECRET_CHARS)
+    return tuple(found)
 
 
 def _parse_tracing(data: Mapping[str, Any], env: Mapping[str, str]) -> TracingConfig:
@@ -229,6 +247,7 @@ def _parse_tracing(data: Mapping[str, Any], env: Mapping[str, str]) -> TracingCo
                 "(http/protobuf, port 4318)"
             )
     return TracingConfig(
+        header_secrets=_header_secrets(env),
         enabled=enabled,
         capture_content=c.get(data, "tracing", "capture_content", c.boolean, False),
         content_max_bytes=c.get(

@@ -412,3 +412,33 @@ def test_a_priced_answer_carries_its_cost_and_the_mock_provider_is_named() -> No
     assert server.attributes["proxyapi.cost.usd"] == 0.0  # type: ignore[index]
     assert server.attributes["gen_ai.provider.name"] == "mock"  # type: ignore[index]
     app.extensions[tracing.EXTENSION].shutdown()
+
+
+def test_the_exporter_s_header_values_are_secrets_kept_out_of_logs() -> None:
+    token = "collector-token-" + "x" * 16
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer%20{token},x-tenant=1",
+    }
+    cfg = parse_config({}, environ=env)
+    assert f"Bearer {token}" in cfg.secrets() and token in cfg.secrets()
+    assert "1" not in cfg.secrets()  # too short to be a secret: scrubbing it would garble logs
+
+
+def test_spans_are_exported_in_batches_of_64_unless_the_sdk_variable_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from proxyapi.tracing import spans
+
+    monkeypatch.delenv(spans.BATCH_SIZE_VAR, raising=False)
+    processor = spans.otlp_processor()
+    try:
+        assert processor._batch_processor._max_export_batch_size == 64  # type: ignore[attr-defined]
+    finally:
+        processor.shutdown()
+    monkeypatch.setenv(spans.BATCH_SIZE_VAR, "256")
+    processor = spans.otlp_processor()
+    try:
+        assert processor._batch_processor._max_export_batch_size == 256  # type: ignore[attr-defined]
+    finally:
+        processor.shutdown()
