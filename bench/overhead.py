@@ -290,6 +290,29 @@ def measure(
     }
 
 
+def print_table(
+    results: dict[str, Any], variants: list[str], rss: dict[str, list[float]], width: int
+) -> None:
+    """Print each variant's latency and throughput beside the direct calls', and the ratios."""
+    d = results["direct"]
+    names = ["direct", *variants]
+    print(f"{'':24}" + "".join(f"{n:>{width}}" for n in names))
+    for label, key, conc in (
+        ("latency p50 c=1 (ms)", "p50", "c1"),
+        ("latency p99 c=1 (ms)", "p99", "c1"),
+        ("latency p50 c=16 (ms)", "p50", "c16"),
+        ("requests/s c=16", "rps", "c16"),
+    ):
+        print(f"{label:24}" + "".join(f"{results[n][conc][key]:>{width}.3f}" for n in names))
+    for name in variants:
+        g = results[name]
+        print(
+            f"{name}: added latency p50 at c=1 {g['c1']['p50'] - d['c1']['p50']:.3f} ms; "
+            f"{g['c16']['rps']:.0f} req/s at c=16 ({g['c16']['rps'] / d['c16']['rps']:.3f} of "
+            f"direct); RSS per worker (MB): {', '.join(f'{r:.1f}' for r in rss[name])}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -396,28 +419,12 @@ def main() -> None:
         upstream.wait(timeout=10)
         if redis_server is not None:
             redis_server.stop()
-    d = results["direct"]
     print(
         f"machine: {os.cpu_count()} cores; "
         f"gateway: {args.workers} workers x {args.threads} threads (gthread), "
         f"{'distributed mode (Redis)' if args.redis else 'embedded mode'}"
     )
-    names = ["direct"] + [name for name, _ in variants]
-    print(f"{'':24}" + "".join(f"{n:>18}" for n in names))
-    for label, key, conc in (
-        ("latency p50 c=1 (ms)", "p50", "c1"),
-        ("latency p99 c=1 (ms)", "p99", "c1"),
-        ("latency p50 c=16 (ms)", "p50", "c16"),
-        ("requests/s c=16", "rps", "c16"),
-    ):
-        print(f"{label:24}" + "".join(f"{results[n][conc][key]:>18.3f}" for n in names))
-    for name, _ in variants:
-        g = results[name]
-        print(
-            f"{name}: added latency p50 at c=1 {g['c1']['p50'] - d['c1']['p50']:.3f} ms; "
-            f"{g['c16']['rps']:.0f} req/s at c=16 ({g['c16']['rps'] / d['c16']['rps']:.3f} of "
-            f"direct); RSS per worker (MB): {', '.join(f'{r:.1f}' for r in rss[name])}"
-        )
+    print_table(results, [name for name, _ in variants], rss, width=18)
     for name, _ in variants[1:]:
         cost = results[name]["c1"]["p50"] - results["gateway"]["c1"]["p50"]
         print(f"{name} vs gateway, p50 at c=1: {cost:+.3f} ms per request")

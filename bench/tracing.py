@@ -34,6 +34,7 @@ from overhead import (
     BODY,
     CLIENT_KEY,
     measure,
+    print_table,
     start_gateway,
     start_upstream,
     worker_rss_mb,
@@ -163,27 +164,11 @@ def main() -> None:
         upstream.terminate()
         upstream.wait(timeout=10)
         sink.shutdown()
-    d = results["direct"]
     print(
         f"machine: {os.cpu_count()} cores; gateway: {args.workers} workers x {args.threads} "
         f"threads (gthread), embedded mode; OTLP exports received by the sink: {_Sink.received}"
     )
-    names = ["direct"] + [name for name, _ in variants]
-    print(f"{'':24}" + "".join(f"{n:>14}" for n in names))
-    for label, key, conc in (
-        ("latency p50 c=1 (ms)", "p50", "c1"),
-        ("latency p99 c=1 (ms)", "p99", "c1"),
-        ("latency p50 c=16 (ms)", "p50", "c16"),
-        ("requests/s c=16", "rps", "c16"),
-    ):
-        print(f"{label:24}" + "".join(f"{results[n][conc][key]:>14.3f}" for n in names))
-    for name, _ in variants:
-        g = results[name]
-        print(
-            f"{name}: added latency p50 at c=1 {g['c1']['p50'] - d['c1']['p50']:.3f} ms; "
-            f"{g['c16']['rps']:.0f} req/s at c=16 ({g['c16']['rps'] / d['c16']['rps']:.3f} of "
-            f"direct); RSS per worker (MB): {', '.join(f'{r:.1f}' for r in rss[name])}"
-        )
+    print_table(results, [name for name, _ in variants], rss, width=14)
     on, off = results["tracing on"], results["tracing off"]
     print(
         f"tracing on vs off: p50 at c=1 {on['c1']['p50'] - off['c1']['p50']:+.3f} ms per request; "
