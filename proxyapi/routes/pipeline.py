@@ -181,7 +181,7 @@ def _serve(op: Operation, dialect: Dialect, admission: Callable[[Rider], None] |
         def complete() -> None:
             if keep is not None:
                 _keep_final(keep, started.provider, relay.source.final)
-            settle.stream_complete()
+            settle.complete()
 
         relay.on_complete = complete
         record.provider = started.provider
@@ -212,7 +212,7 @@ def _serve(op: Operation, dialect: Dialect, admission: Callable[[Rider], None] |
         settle.answer = answer
         if keep is not None:
             _keep_final(keep, answer.provider, load_json_object(answer.body))
-    cost = settle.price()
+    cost = settle.complete()
     return Response(
         answer.body,
         mimetype="application/json",

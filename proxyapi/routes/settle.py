@@ -2,10 +2,10 @@
 
 :class:`Settle` prices the answer and logs its usage (:mod:`proxyapi.accounting`), corrects the
 key's budget reservation (tokens and money) to what was used, and fills in the request record
-the access line and the metrics read. A non-streamed answer is priced before it is sent (its
-cost goes in a header); a stream when it ends (its cost in a trailing comment), or, when it is
-cut short, when its response closes: then, with no usage from the provider, it is charged what
-was relayed (the prompt as estimated, and the text sent), never nothing.
+the access line and the metrics read. A non-streamed answer is priced and settled before it is
+sent (its cost goes in a header); a stream when it ends (its cost in a trailing comment), or,
+when it is cut short, when its response closes: then, with no usage from the provider, it is
+charged what was relayed (the prompt as estimated, and the text sent), never nothing.
 """
 
 from __future__ import annotations
@@ -116,10 +116,13 @@ class Settle:
         self.price()
         self._settle_budget()
 
-    def stream_complete(self) -> None:
-        """A stream ended properly: settle now, before its last events go out, so a client
-        that sends its next request as soon as it reads them finds its budget settled."""
+    def complete(self) -> float | None:
+        """The answer is whole (a non-streamed answer, or a stream that ended properly):
+        settle now, before it is sent (a stream's last events), so a client that sends its
+        next request as soon as it reads the answer, to any host, finds its budget settled.
+        Returns the cost (None: none known)."""
         self.close()
+        return self.cost
 
     def _settle_budget(self) -> None:
         ticket = self.ticket

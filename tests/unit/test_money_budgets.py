@@ -412,3 +412,18 @@ def test_several_budgets_parse_with_their_defaults() -> None:
         (50.0, 30 * DAY, 0.8),
         (5.0, DAY, 1.0),
     ]
+
+
+def test_an_answer_is_settled_before_it_is_sent(upstream: Any) -> None:
+    # A client may send its next request (to any host) as soon as it has read an answer, before
+    # the server has closed that response: the budget must already be settled by then.
+    client = make([{"name": "k", "budget": dollars(BUDGET)}])
+    headers = {"Authorization": "Bearer k"}
+    first = client.post("/v1/chat/completions", json=CHAT, headers=headers)
+    first.get_data()  # read, not closed
+    second = client.post("/v1/chat/completions", json=CHAT, headers=headers)
+    second.get_data()
+    assert remaining(second) == BUDGET - COST - HOLD  # the first settled to its cost, not held
+    first.close()
+    second.close()
+    assert left(client, "k") == BUDGET - 2 * COST
