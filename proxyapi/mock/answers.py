@@ -138,7 +138,8 @@ def _apply(delivered: Plan, fault: MockFailure) -> Plan:
     if fault.status is not None:
         failed = error(
             fault.status,
-            f"The mock provider failed this call with {fault.status}, as configured.",
+            f"The mock provider failed this call with {fault.status}, as told to (mock.failures "
+            "or a [mock:...] directive).",
             "rate_limit_error" if fault.status == 429 else "server_error",
         )
         headers = dict(failed.headers)

@@ -56,7 +56,7 @@ class _Schedule(io.RawIOBase):
         if self.sent >= len(delivery.parts) or self.stop.is_set():
             return b""
         if delivery.cut_after is not None and self.sent >= delivery.cut_after:
-            raise ConnectionResetError("the mock provider dropped the connection, as configured")
+            raise ConnectionResetError("the mock provider dropped the connection, as told to")
         wait = delivery.interval if self.sent else 0.0
         if delivery.stall and self.sent == delivery.stall_after and self.sent:
             wait += delivery.stall
