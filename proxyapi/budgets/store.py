@@ -306,7 +306,7 @@ class MemoryBudgetStore:
                     del counts[old]  # never read again
                 cur, prev = counts.get(window, 0), counts.get(window - 1, 0)
                 elapsed = now % rule.seconds
-                left = rule.amount - (prev * (rule.seconds - elapsed) / rule.seconds + cur)
+                left = rule.amount - _sliding(rule, cur, prev, now)
                 lefts.append(left)
                 base, rate = ask.cost(i)
                 if rate > 0:

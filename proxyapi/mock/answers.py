@@ -19,16 +19,17 @@ deterministic faults for a test suite, where the config's ``failures`` are rando
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from proxyapi.config.model import MockConfig, MockFailure
+from proxyapi.dialects.shapes import openai_error
 from proxyapi.jsonio import encode_json
 from proxyapi.mock.bodies import Chat, Completion, embeddings, list_models
 from proxyapi.mock.directives import DirectiveError, directives, number, steering_text, whole
+from proxyapi.providers.base import load_json_object
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def plan(
 
 def error(status: int, message: str, kind: str, code: str | None = None) -> Plan:
     """An OpenAI-shaped error answer."""
-    payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    payload = openai_error(message, kind, None, code)
     return Plan(status, {"Content-Type": "application/json"}, (encode_json(payload),))
 
 
@@ -88,7 +89,7 @@ def _plan(
         return _json(list_models(models, now))
     if method != "POST":
         return error(404, f"The mock provider has no {method} {path}.", "invalid_request_error")
-    request = _load(body)
+    request = load_json_object(body or b"")
     if request is None:
         return error(400, "The request body must be a JSON object.", "invalid_request_error")
     faults = directives(steering_text(request))
@@ -120,14 +121,6 @@ def _plan(
     headers = {"Content-Type": "text/event-stream" if stream else "application/json"}
     delivered = Plan(200, headers, parts, latency, interval)
     return _apply(delivered, fault) if fault is not None else delivered
-
-
-def _load(body: bytes | None) -> dict[str, Any] | None:
-    try:
-        data = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _json(payload: Any) -> Plan:
