@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -118,12 +119,21 @@ def provider(driver: WebDriver, name: str) -> dict[str, Any]:
     }
 
 
+def click_through(driver: WebDriver, selector: str) -> None:
+    """Click ``selector`` and wait until the page it leads to has replaced this one."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.CSS_SELECTOR, selector).click()
+    # Mid-navigation, chromedriver may answer "Node with given id does not belong to the
+    # document" instead of "stale element": the next poll then sees the page gone.
+    WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(
+        expected_conditions.staleness_of(page)
+    )
+
+
 def submit(driver: WebDriver, key: str) -> None:
     """Type ``key`` into the sign-in form, send it, and wait for the next page."""
-    page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.ID, "key").send_keys(key)
-    driver.find_element(By.CSS_SELECTOR, "#signin button").click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(page))
+    click_through(driver, "#signin button")
 
 
 def until(check: Callable[[], bool], driver: WebDriver, timeout: float = 15) -> None:
@@ -222,8 +232,6 @@ def test_status_page_in_a_real_browser(
     assert wide[0] <= wide[1], wide
 
     # Signing out ends the session.
-    page = browser.find_element(By.TAG_NAME, "html")
-    browser.find_element(By.CSS_SELECTOR, 'form[action="/status/session/end"] button').click()
-    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(page))
+    click_through(browser, 'form[action="/status/session/end"] button')
     assert browser.find_elements(By.ID, "signin")
     assert browser.get_cookies() == []
